@@ -1,0 +1,16 @@
+//! declenv: a declarative front end for Nix-style user profiles.
+//!
+//! Pure modules decide; I/O modules act. Dependencies point one way:
+//!
+//! | module | kind | owns |
+//! |---|---|---|
+//! | [`version`] | pure | Nix version ordering, `splitVersion`, `DrvName` |
+//! | [`selector`] | pure | `nix-env` selectors (ERE name part, exact version part) |
+//! | [`model`] | pure | catalog entries and their parsers (JSON, channel metadata) |
+//! | [`plan`] | pure | choosing packages from a catalog (Nix's selection rules) |
+//! | [`fs`] | I/O | atomic writes |
+//! | [`source`] | I/O | reading catalogs from disk, the parsed-catalog cache |
+//! | `cli` (binary) | I/O | commands, output, diagnostics |
+
+pub mod version;
+pub mod selector;
