@@ -12,5 +12,11 @@
 //! | [`source`] | I/O | reading catalogs from disk, the parsed-catalog cache |
 //! | `cli` (binary) | I/O | commands, output, diagnostics |
 
-pub mod version;
+pub mod model;
+pub mod plan;
 pub mod selector;
+pub mod version;
+pub mod fs;
+pub mod source;
+#[doc(hidden)]
+pub mod cli;

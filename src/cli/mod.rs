@@ -1,0 +1,151 @@
+//! The `declenv` command line: argument definitions, settings resolution, the error renderer.
+//!
+//! Owns what the user sees: data goes to stdout, messages to stderr, colour only on a terminal.
+//! Commands are thin: they resolve settings, call the library and print. The one renderer in
+//! [`report_error`] prints `error:`, the causes, then `hint:` lines.
+
+mod search;
+
+use anstream::{eprintln, stderr};
+use clap::{Parser, Subcommand};
+use owo_colors::OwoColorize;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Declarative Nix-style user profiles.
+#[derive(Debug, Parser)]
+#[command(name = "declenv", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, clap::Args)]
+struct GlobalArgs {
+    /// Keep the store, profiles and caches under DIR (a Nix chroot-store layout) instead of
+    /// `$XDG_DATA_HOME/declenv`
+    #[arg(long, global = true, env = "DECLENV_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+
+    /// The profile to manage
+    #[arg(long, global = true, value_name = "PATH")]
+    profile: Option<PathBuf>,
+
+    /// The profile spec (`profile.toml`)
+    #[arg(long, global = true, value_name = "PATH")]
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Search the available packages
+    Search(search::SearchArgs),
+}
+
+/// Settings resolved once from the command line and the environment.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// The root directory, when one could be determined.
+    root: Option<PathBuf>,
+}
+
+impl Settings {
+    fn resolve(global: &GlobalArgs) -> Self {
+        let root = global.root.clone().or_else(|| {
+            std::env::var_os("XDG_DATA_HOME")
+                .filter(|value| !value.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
+                })
+                .map(|data| data.join("declenv"))
+        });
+        Self { root }
+    }
+
+    /// Where parsed catalogs are cached, versioned so a format change starts afresh.
+    fn catalog_cache(&self) -> crate::source::CacheDirectory {
+        crate::source::CacheDirectory(
+            self.root
+                .as_ref()
+                .map(|root| root.join("nix/var/declenv/cache/catalog-v1")),
+        )
+    }
+}
+
+/// A command's outcome that is not an error but still sets the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Everything asked for was done or found.
+    Success,
+    /// The command ran but found nothing (like `grep`'s exit status 1).
+    NothingFound,
+}
+
+/// Runs the `declenv` binary with the process's arguments.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = Settings::resolve(&cli.global);
+    let result = match cli.command {
+        Command::Search(args) => search::run(&settings, &args),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::NothingFound) => ExitCode::from(1),
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            report_error(&error);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .any(|cause| cause.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Prints an error chain: `error:` with the outermost message, each cause indented below it,
+/// then any hints the error types carry.
+pub(crate) fn report_error(error: &anyhow::Error) {
+    let mut chain = error.chain();
+    if let Some(top) = chain.next() {
+        eprintln!("{} {top}", "error:".red().bold());
+    }
+    for cause in chain {
+        eprintln!("  {} {cause}", "caused by:".bold());
+    }
+    for hint in hints(error) {
+        eprintln!("{} {hint}", "hint:".cyan().bold());
+    }
+    let _ = stderr().flush();
+}
+
+/// Hints are data on the library's error types; collect them from every link of the chain.
+fn hints(error: &anyhow::Error) -> Vec<String> {
+    let mut hints = Vec::new();
+    for cause in error.chain() {
+        if let Some(source_error) = cause.downcast_ref::<crate::source::SourceError>() {
+            hints.extend(source_error.hint());
+        }
+        if let Some(hinted) = cause.downcast_ref::<Hinted>() {
+            hints.push(hinted.hint.clone());
+        }
+    }
+    hints
+}
+
+/// An error raised by a command with a hint attached at the call site.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Hinted {
+    pub(crate) message: String,
+    pub(crate) hint: String,
+}

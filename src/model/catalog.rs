@@ -1,0 +1,423 @@
+//! Catalog entries: the available packages, in the shape `nix-env -qa --json --out-path --meta`
+//! writes them, and the order Nix enumerates them in.
+//!
+//! Owns the entry type, the JSON parser (text in, entries out, errors with line and column) and
+//! [`Catalog`], the indexed, enumeration-ordered list that selection runs over. Pure: reading
+//! files and caching parsed catalogs belongs to [`crate::source`].
+
+use crate::version::split_drv_name;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// One available package (one derivation, in Nix's terms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// The attribute path it was found under (`hello`, `python312Packages.requests`).
+    pub attr_path: String,
+    /// The full derivation name, `NAME-VERSION`; selectors and version ordering work on this.
+    pub name: String,
+    /// The platform it is built for; `None` when the source did not say (Nix prints `unknown`).
+    pub system: Option<String>,
+    /// Nix's `outputName` attribute (`out` for anything made by `derivation`).
+    pub output_name: String,
+    /// Every output, by name, with its store path when the source knows it.
+    pub outputs: BTreeMap<String, Option<String>>,
+    /// The meta attributes, as JSON values (Nix attribute sets are sorted, and so is this map).
+    pub meta: Map<String, Value>,
+}
+
+impl CatalogEntry {
+    /// The package name: the full name up to the first dash followed by a non-letter.
+    #[must_use]
+    pub fn package_name(&self) -> &str {
+        split_drv_name(&self.name).0
+    }
+
+    /// The version part of the full name (empty when the name has none).
+    #[must_use]
+    pub fn version(&self) -> &str {
+        split_drv_name(&self.name).1
+    }
+
+    /// The system, or `unknown` as Nix reports a missing one.
+    #[must_use]
+    pub fn system_or_unknown(&self) -> &str {
+        self.system.as_deref().unwrap_or("unknown")
+    }
+
+    /// `meta.priority` as Nix's `queryMetaInt("priority", 0)` reads it when *choosing* packages:
+    /// an integer, or a string holding one; anything else (missing, float, garbage) is 0.
+    #[must_use]
+    pub fn selection_priority(&self) -> i64 {
+        self.meta.get("priority").and_then(meta_int).unwrap_or(0)
+    }
+
+    /// `meta.description`, when it is a string.
+    #[must_use]
+    pub fn description(&self) -> Option<&str> {
+        self.meta.get("description").and_then(Value::as_str)
+    }
+
+    /// The outputs to install: `meta.outputsToInstall` when it is present, otherwise all.
+    #[must_use]
+    pub fn outputs_to_install(&self) -> Vec<&str> {
+        match self.meta.get("outputsToInstall").and_then(Value::as_array) {
+            Some(names) => names.iter().filter_map(Value::as_str).collect(),
+            None => self.outputs.keys().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Reads a meta value as an integer the way Nix 2.8's `queryMetaInt` does: a JSON integer, or a
+/// string that `boost::lexical_cast<int64_t>` accepts (optional sign, then digits, nothing else).
+#[must_use]
+pub fn meta_int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(number) => number.as_i64(),
+        Value::String(text) => parse_lexical_int(text),
+        _ => None,
+    }
+}
+
+fn parse_lexical_int(text: &str) -> Option<i64> {
+    let digits = text
+        .strip_prefix('-')
+        .or_else(|| text.strip_prefix('+'))
+        .unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<i64>().ok()
+}
+
+/// A catalog file that cannot be read as `nix-env -qa --json` output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} at line {line} column {column}")]
+pub struct CatalogJsonError {
+    /// What is wrong, lowercase, naming the attribute path where one is known.
+    pub message: String,
+    /// 1-based line of the problem.
+    pub line: usize,
+    /// 1-based column of the problem.
+    pub column: usize,
+}
+
+/// The JSON shape of one entry. Unknown fields are ignored so that newer Nix output (`drvPath`)
+/// still loads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryWire {
+    name: String,
+    #[serde(default)]
+    system: Option<String>,
+    #[serde(default)]
+    output_name: Option<String>,
+    #[serde(default)]
+    outputs: Option<BTreeMap<String, Option<String>>>,
+    #[serde(default)]
+    meta: Option<Map<String, Value>>,
+}
+
+/// The whole file: an object keyed by attribute path, read in file order so that duplicate
+/// keys can be reported instead of silently collapsing.
+struct CatalogWire(Vec<CatalogEntry>);
+
+impl<'de> Deserialize<'de> for CatalogWire {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CatalogVisitor;
+        impl<'de> Visitor<'de> for CatalogVisitor {
+            type Value = CatalogWire;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("an object mapping attribute paths to packages")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CatalogWire, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                let mut seen = std::collections::HashSet::new();
+                while let Some(attr_path) = map.next_key::<String>()? {
+                    if !seen.insert(attr_path.clone()) {
+                        return Err(de::Error::custom(format!(
+                            "duplicate attribute path `{attr_path}`"
+                        )));
+                    }
+                    let wire: EntryWire = map.next_value().map_err(|error| {
+                        de::Error::custom(format!("in package `{attr_path}`: {error}"))
+                    })?;
+                    entries.push(CatalogEntry {
+                        attr_path,
+                        name: wire.name,
+                        system: wire.system,
+                        output_name: wire.output_name.unwrap_or_default(),
+                        outputs: wire
+                            .outputs
+                            .unwrap_or_else(|| BTreeMap::from([("out".to_owned(), None)])),
+                        meta: wire.meta.unwrap_or_default(),
+                    });
+                }
+                Ok(CatalogWire(entries))
+            }
+        }
+        deserializer.deserialize_map(CatalogVisitor)
+    }
+}
+
+/// Parses the output of `nix-env -qa --json [--out-path] [--meta]`.
+///
+/// Returns the entries in file order; [`Catalog::new`] puts them in enumeration order.
+pub fn parse_catalog_json(text: &str) -> Result<Vec<CatalogEntry>, CatalogJsonError> {
+    serde_json::from_str::<CatalogWire>(text)
+        .map(|wire| wire.0)
+        .map_err(|error| {
+            let full = error.to_string();
+            // serde_json appends " at line L column C"; we report the position separately.
+            let message = match full.rfind(" at line ") {
+                Some(index) => full[..index].to_owned(),
+                None => full,
+            };
+            CatalogJsonError {
+                message,
+                line: error.line().max(1),
+                column: error.column().max(1),
+            }
+        })
+}
+
+/// Compares attribute paths in the order `nix-env` walks an expression: component by
+/// component, attribute names as raw bytes (`lexicographicOrder`), list indices numerically.
+///
+/// A component made only of digits can only be a list index, since Nix skips attribute names
+/// that do not start with a letter or `_`.
+#[must_use]
+pub fn compare_attr_paths(a: &str, b: &str) -> Ordering {
+    let mut left = a.split('.');
+    let mut right = b.split('.');
+    loop {
+        match (left.next(), right.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(l), Some(r)) => {
+                let order = compare_attr_components(l, r);
+                if order != Ordering::Equal {
+                    return order;
+                }
+            }
+        }
+    }
+}
+
+fn compare_attr_components(left: &str, right: &str) -> Ordering {
+    let is_index = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if is_index(left) && is_index(right) {
+        let (l, r) = (left.trim_start_matches('0'), right.trim_start_matches('0'));
+        l.len().cmp(&r.len()).then_with(|| l.cmp(r))
+    } else {
+        left.as_bytes().cmp(right.as_bytes())
+    }
+}
+
+/// An indexed list of available packages from one or more sources.
+///
+/// Entries are kept in enumeration order: sources in the order given, and within a source the
+/// order in which `nix-env` would walk the same expression. Selection ties go to the earlier
+/// entry, so this order is part of the behaviour.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    entries: Vec<CatalogEntry>,
+    /// Index of each entry's source in the list of sources the catalog was built from.
+    source_of: Vec<usize>,
+    by_attr_path: HashMap<(usize, String), usize>,
+    by_package_name: HashMap<String, Vec<usize>>,
+}
+
+impl Catalog {
+    /// Builds a catalog from per-source entry lists, sorting each into enumeration order.
+    #[must_use]
+    pub fn new(sources: Vec<Vec<CatalogEntry>>) -> Self {
+        let mut catalog = Self::default();
+        for (source, mut entries) in sources.into_iter().enumerate() {
+            entries.sort_by(|a, b| compare_attr_paths(&a.attr_path, &b.attr_path));
+            for entry in entries {
+                let index = catalog.entries.len();
+                catalog
+                    .by_attr_path
+                    .insert((source, entry.attr_path.clone()), index);
+                catalog
+                    .by_package_name
+                    .entry(entry.package_name().to_owned())
+                    .or_default()
+                    .push(index);
+                catalog.source_of.push(source);
+                catalog.entries.push(entry);
+            }
+        }
+        catalog
+    }
+
+    /// Every entry, in enumeration order.
+    #[must_use]
+    pub fn entries(&self) -> &[CatalogEntry] {
+        &self.entries
+    }
+
+    /// The index of the source an entry came from.
+    #[must_use]
+    pub fn source_of(&self, entry_index: usize) -> usize {
+        self.source_of[entry_index]
+    }
+
+    /// Looks up an attribute path within one source.
+    #[must_use]
+    pub fn by_attr_path(&self, source: usize, attr_path: &str) -> Option<&CatalogEntry> {
+        self.by_attr_path
+            .get(&(source, attr_path.to_owned()))
+            .map(|&index| &self.entries[index])
+    }
+
+    /// Indices of the entries with this package name, in enumeration order.
+    #[must_use]
+    pub fn by_package_name(&self, package_name: &str) -> &[usize] {
+        self.by_package_name
+            .get(package_name)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no source offered any package.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    const SAMPLE: &str = r#"{
+  "hello": {
+    "name": "hello-2.12.1",
+    "pname": "hello",
+    "version": "2.12.1",
+    "system": "x86_64-linux",
+    "outputName": "out",
+    "outputs": { "out": "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-hello-2.12.1" },
+    "meta": { "description": "A program that produces a familiar, friendly greeting", "priority": "7" }
+  },
+  "baz": { "name": "baz", "pname": "baz", "version": "", "outputName": "", "outputs": { "out": null } }
+}"#;
+
+    #[test]
+    fn parses_nix_env_json() {
+        let entries = parse_catalog_json(SAMPLE).expect("sample parses");
+        assert_eq!(entries.len(), 2);
+        let hello = &entries[0];
+        assert_eq!(hello.attr_path, "hello");
+        assert_eq!(hello.package_name(), "hello");
+        assert_eq!(hello.version(), "2.12.1");
+        assert_eq!(hello.selection_priority(), 7);
+        assert_eq!(hello.system_or_unknown(), "x86_64-linux");
+        assert_eq!(
+            hello.description(),
+            Some("A program that produces a familiar, friendly greeting")
+        );
+        assert_eq!(entries[1].system_or_unknown(), "unknown");
+        assert_eq!(entries[1].outputs.get("out"), Some(&None));
+    }
+
+    #[rstest]
+    #[case::syntax(
+        "{\n  \"a\": {\n    \"name\": \"x\",,\n",
+        3,
+        17,
+        "key must be a string"
+    )]
+    #[case::missing_name("{\n  \"a\": { \"system\": \"x\" }\n}", 2, 24, "missing field `name`")]
+    #[case::wrong_type("{ \"a\": { \"name\": 3 } }", 1, 18, "invalid type")]
+    #[case::duplicate(
+        "{ \"a\": { \"name\": \"x\" },\n  \"a\": { \"name\": \"y\" } }",
+        2,
+        5,
+        "duplicate"
+    )]
+    #[case::not_object("[1, 2]", 1, 1, "invalid type")]
+    #[case::empty("", 1, 1, "EOF")]
+    fn malformed_json_reports_position(
+        #[case] text: &str,
+        #[case] line: usize,
+        #[case] column: usize,
+        #[case] fragment: &str,
+    ) {
+        let error = parse_catalog_json(text).expect_err("malformed input must fail");
+        assert_eq!((error.line, error.column), (line, column), "{error}");
+        assert!(error.message.contains(fragment), "{error}");
+    }
+
+    #[test]
+    fn error_names_the_package() {
+        let error = parse_catalog_json("{ \"pkgs.foo\": { \"name\": [] } }").expect_err("bad");
+        assert!(error.message.contains("`pkgs.foo`"), "{error}");
+    }
+
+    #[rstest]
+    #[case("a", "b", Ordering::Less)]
+    #[case("a.c", "a-b", Ordering::Less)] // component-wise: `a` < `a-b`
+    #[case("B", "a", Ordering::Less)] // bytes: uppercase first
+    #[case("x.2", "x.10", Ordering::Less)] // list indices are numeric
+    #[case("a", "a.b", Ordering::Less)]
+    #[case("a.b", "a.b", Ordering::Equal)]
+    fn attr_path_order(#[case] a: &str, #[case] b: &str, #[case] expected: Ordering) {
+        assert_eq!(compare_attr_paths(a, b), expected);
+        assert_eq!(compare_attr_paths(b, a), expected.reverse());
+    }
+
+    #[rstest]
+    #[case(Value::from(3), Some(3))]
+    #[case(Value::from(-3), Some(-3))]
+    #[case(Value::from("7"), Some(7))]
+    #[case(Value::from("+7"), Some(7))]
+    #[case(Value::from("-7"), Some(-7))]
+    #[case(Value::from(" 7"), None)]
+    #[case(Value::from("7a"), None)]
+    #[case(Value::from(""), None)]
+    #[case(Value::from(2.5), None)]
+    #[case(Value::Bool(true), None)]
+    fn meta_int_follows_query_meta_int(#[case] value: Value, #[case] expected: Option<i64>) {
+        assert_eq!(meta_int(&value), expected);
+    }
+
+    #[test]
+    fn catalog_enumerates_sources_in_order_and_paths_sorted() {
+        let entry = |attr_path: &str, name: &str| CatalogEntry {
+            attr_path: attr_path.to_owned(),
+            name: name.to_owned(),
+            system: None,
+            output_name: "out".to_owned(),
+            outputs: BTreeMap::new(),
+            meta: Map::new(),
+        };
+        let catalog = Catalog::new(vec![
+            vec![entry("zed", "zed-1"), entry("alpha", "foo-1")],
+            vec![entry("alpha", "foo-2")],
+        ]);
+        let names: Vec<&str> = catalog.entries().iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["foo-1", "zed-1", "foo-2"]);
+        assert_eq!(catalog.by_package_name("foo"), &[0, 2]);
+        assert_eq!(
+            catalog.by_attr_path(1, "alpha").map(|e| e.name.as_str()),
+            Some("foo-2")
+        );
+        assert_eq!(catalog.source_of(2), 1);
+    }
+}

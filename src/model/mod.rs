@@ -1,0 +1,6 @@
+//! Data the rest of declenv reasons about: catalog entries and channel metadata.
+//!
+//! Pure: parsers take text and return values; nothing here touches the filesystem.
+
+pub mod catalog;
+pub mod channel;

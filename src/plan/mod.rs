@@ -1,0 +1,5 @@
+//! Decisions: which packages a request selects from a catalog.
+//!
+//! Pure functions from values to values, unit-tested without a disk.
+
+pub mod select;

@@ -1,0 +1,312 @@
+//! Reading package sources from disk: channel directories and catalog JSON files.
+//!
+//! Owns the I/O around the pure parsers in [`crate::model`]: listing a channel, reading its
+//! `channel.toml`, reading a catalog file and keeping the parsed-catalog cache. Every error
+//! names the file (once: these variants carry the path, so plain `std::fs` errors are wrapped),
+//! and the line and column when the content is at fault. Never writes anywhere
+//! but the cache directory, and a cache that cannot be written is skipped, not an error.
+
+mod cache;
+
+use crate::model::catalog::{Catalog, CatalogEntry, CatalogJsonError, parse_catalog_json};
+use crate::model::channel::{self, ChannelError, PackageDirectory};
+use sha2::{Digest, Sha256};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What kind of source a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A directory of `NAME-VERSION` package trees.
+    Channel,
+    /// A file in the format of `nix-env -qa --json --out-path --meta`.
+    CatalogJson,
+}
+
+/// A source that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The path could not be read at all.
+    #[error("cannot read source `{}`", path.display())]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// A catalog file is not valid `nix-env -qa --json` output.
+    #[error("invalid catalog `{}` at line {}, column {}: {}", path.display(), error.line, error.column, error.message)]
+    CatalogJson {
+        /// The catalog file.
+        path: PathBuf,
+        /// What is wrong and where.
+        error: CatalogJsonError,
+    },
+    /// A channel's metadata is invalid.
+    #[error("invalid channel metadata `{}`: {error}", path.display())]
+    Channel {
+        /// The `channel.toml` file.
+        path: PathBuf,
+        /// What is wrong and where.
+        error: ChannelError,
+    },
+    /// A file name in a channel is not UTF-8; Nix names are text, so we refuse it.
+    #[error("package directory `{}` in channel `{}` has a name that is not UTF-8", name.display(), channel.display())]
+    NonUtf8Name {
+        /// The channel directory.
+        channel: PathBuf,
+        /// The offending entry.
+        name: PathBuf,
+    },
+}
+
+impl SourceError {
+    /// A hint for the user, where one helps.
+    #[must_use]
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Read { source, .. } if source.kind() == io::ErrorKind::NotFound => Some(
+                "a source is a channel directory or a catalog file written by `nix-env -qa --json --out-path --meta`"
+                    .to_owned(),
+            ),
+            Self::Read { .. } => None,
+            Self::CatalogJson { .. } => Some(
+                "a catalog file is what `nix-env -qa --json --out-path --meta` prints: an object keyed by attribute path"
+                    .to_owned(),
+            ),
+            Self::Channel { error, .. } => error.hint(),
+            Self::NonUtf8Name { .. } => Some("rename the directory to `NAME-VERSION` in UTF-8".to_owned()),
+        }
+    }
+}
+
+/// Where parsed catalogs are cached; `None` disables the cache.
+#[derive(Debug, Clone, Default)]
+pub struct CacheDirectory(pub Option<PathBuf>);
+
+/// The system declenv runs on, in Nix's spelling (`x86_64-linux`, `aarch64-darwin`).
+#[must_use]
+pub fn host_system() -> String {
+    let os = match std::env::consts::OS {
+        "macos" => "darwin",
+        other => other,
+    };
+    format!("{}-{os}", std::env::consts::ARCH)
+}
+
+/// Tells a channel directory from a catalog file.
+pub fn source_kind(path: &Path) -> Result<SourceKind, SourceError> {
+    let metadata = std::fs::metadata(path).map_err(|source| SourceError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(if metadata.is_dir() {
+        SourceKind::Channel
+    } else {
+        SourceKind::CatalogJson
+    })
+}
+
+fn read_error(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
+    move |source| SourceError::Read {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Loads the entries of one source, in file order.
+pub fn load_source(path: &Path, cache: &CacheDirectory) -> Result<Vec<CatalogEntry>, SourceError> {
+    match source_kind(path)? {
+        SourceKind::Channel => load_channel(path),
+        SourceKind::CatalogJson => load_catalog_json(path, cache),
+    }
+}
+
+/// Loads several sources into one catalog, in the order given.
+pub fn load_catalog(paths: &[PathBuf], cache: &CacheDirectory) -> Result<Catalog, SourceError> {
+    let sources = paths
+        .iter()
+        .map(|path| load_source(path, cache))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Catalog::new(sources))
+}
+
+/// Reads a channel directory: every visible subdirectory is a package.
+pub fn load_channel(path: &Path) -> Result<Vec<CatalogEntry>, SourceError> {
+    let mut directories = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(read_error(path))? {
+        let entry = entry.map_err(read_error(path))?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
+            return Err(SourceError::NonUtf8Name {
+                channel: path.to_owned(),
+                name: PathBuf::from(file_name),
+            });
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let package_path = entry.path();
+        // Follows symlinks: a channel may link to package trees kept elsewhere.
+        if !std::fs::metadata(&package_path)
+            .map_err(read_error(&package_path))?
+            .is_dir()
+        {
+            continue;
+        }
+        let mut subdirectories = Vec::new();
+        for child in std::fs::read_dir(&package_path).map_err(read_error(&package_path))? {
+            let child = child.map_err(read_error(&package_path))?;
+            let child_path = child.path();
+            if child_path.is_dir()
+                && let Some(child_name) = child.file_name().to_str()
+            {
+                subdirectories.push(child_name.to_owned());
+            }
+        }
+        subdirectories.sort();
+        directories.push(PackageDirectory {
+            name: name.to_owned(),
+            subdirectories,
+        });
+    }
+    directories.sort_by(|a, b| a.name.cmp(&b.name));
+    let metadata_path = path.join(channel::METADATA_FILE);
+    let metadata = match std::fs::read_to_string(&metadata_path) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => return Err(read_error(&metadata_path)(error)),
+    };
+    channel::channel_entries(&directories, metadata.as_deref(), &host_system()).map_err(|error| {
+        SourceError::Channel {
+            path: metadata_path,
+            error,
+        }
+    })
+}
+
+/// Reads a catalog JSON file, through the cache when one is configured.
+pub fn load_catalog_json(
+    path: &Path,
+    cache: &CacheDirectory,
+) -> Result<Vec<CatalogEntry>, SourceError> {
+    let bytes = std::fs::read(path).map_err(read_error(path))?;
+    let content_hash: [u8; 32] = Sha256::digest(&bytes).into();
+    let cache_file = cache
+        .0
+        .as_ref()
+        .map(|directory| directory.join(format!("{}.bin", hex(&content_hash))));
+    if let Some(cache_file) = &cache_file
+        && let Ok(cached) = fs_err::read(cache_file)
+        && let Some(entries) = cache::decode(&content_hash, &cached)
+    {
+        return Ok(entries);
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|error| {
+        let offset = error.valid_up_to();
+        let before = &bytes[..offset];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        SourceError::CatalogJson {
+            path: path.to_owned(),
+            error: CatalogJsonError {
+                message: "invalid UTF-8".to_owned(),
+                line,
+                column: String::from_utf8_lossy(&before[line_start..]).chars().count() + 1,
+            },
+        }
+    })?;
+    let entries = parse_catalog_json(text).map_err(|error| SourceError::CatalogJson {
+        path: path.to_owned(),
+        error,
+    })?;
+    if let Some(cache_file) = &cache_file {
+        // Best effort: a read-only or full disk costs speed, not correctness.
+        let _ = cache_file
+            .parent()
+            .map(fs_err::create_dir_all)
+            .transpose()
+            .and_then(|_| crate::fs::write_atomic(cache_file, &cache::encode(&content_hash, &entries)));
+    }
+    Ok(entries)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_and_uncached_loads_agree_and_edits_are_seen() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let catalog = directory.path().join("catalog.json");
+        let cache = CacheDirectory(Some(directory.path().join("cache")));
+        fs_err::write(&catalog, r#"{"a": {"name": "a-1"}}"#).expect("write");
+        let first = load_catalog_json(&catalog, &cache).expect("first load");
+        let second = load_catalog_json(&catalog, &cache).expect("cached load");
+        assert_eq!(first, second);
+        assert_eq!(fs_err::read_dir(directory.path().join("cache")).expect("cache").count(), 1);
+        fs_err::write(&catalog, r#"{"a": {"name": "a-2"}}"#).expect("rewrite");
+        let third = load_catalog_json(&catalog, &cache).expect("reload");
+        assert_eq!(third[0].name, "a-2");
+    }
+
+    #[test]
+    fn corrupt_cache_file_is_a_miss() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let catalog = directory.path().join("catalog.json");
+        let cache_directory = directory.path().join("cache");
+        let cache = CacheDirectory(Some(cache_directory.clone()));
+        fs_err::write(&catalog, r#"{"a": {"name": "a-1"}}"#).expect("write");
+        load_catalog_json(&catalog, &cache).expect("first load");
+        for entry in fs_err::read_dir(&cache_directory).expect("cache") {
+            fs_err::write(entry.expect("entry").path(), b"garbage").expect("corrupt");
+        }
+        assert_eq!(load_catalog_json(&catalog, &cache).expect("reload")[0].name, "a-1");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_position() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let catalog = directory.path().join("bad.json");
+        fs_err::write(&catalog, "{\n  \"a\": {\"name\": 1}\n}").expect("write");
+        let error = load_catalog_json(&catalog, &CacheDirectory::default()).expect_err("bad");
+        let text = error.to_string();
+        assert!(text.contains("bad.json") && text.contains("line 2"), "{text}");
+
+        fs_err::write(&catalog, b"{\"a\": {\"name\": \"\xff\"}}").expect("write");
+        let error = load_catalog_json(&catalog, &CacheDirectory::default()).expect_err("bad");
+        assert!(error.to_string().contains("invalid UTF-8"), "{error}");
+
+        let missing = directory.path().join("missing.json");
+        let error = load_source(&missing, &CacheDirectory::default()).expect_err("missing");
+        assert!(error.to_string().contains("missing.json"), "{error}");
+        assert!(error.hint().is_some());
+    }
+
+    #[test]
+    fn channel_lists_visible_directories() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        for package in ["hello-2.10/bin", "hello-2.12/bin", ".hidden-1/bin"] {
+            fs_err::create_dir_all(directory.path().join(package)).expect("mkdir");
+        }
+        fs_err::write(directory.path().join("README.md"), "not a package").expect("write");
+        let entries = load_channel(directory.path()).expect("channel loads");
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["hello-2.10", "hello-2.12"]);
+
+        fs_err::write(directory.path().join("channel.toml"), "format = 1\nbogus = 1\n")
+            .expect("write");
+        let error = load_channel(directory.path()).expect_err("bad metadata");
+        assert!(error.to_string().contains("channel.toml"), "{error}");
+        assert!(error.to_string().contains("line 2"), "{error}");
+    }
+}
