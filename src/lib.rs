@@ -12,11 +12,11 @@
 //! | [`source`] | I/O | reading catalogs from disk, the parsed-catalog cache |
 //! | `cli` (binary) | I/O | commands, output, diagnostics |
 
+#[doc(hidden)]
+pub mod cli;
+pub mod fs;
 pub mod model;
 pub mod plan;
 pub mod selector;
-pub mod version;
-pub mod fs;
 pub mod source;
-#[doc(hidden)]
-pub mod cli;
+pub mod version;

@@ -352,7 +352,10 @@ mod tests {
     #[case("a-b-c-1234pre5+git", "a-b-c", "1234pre5+git")]
     fn drv_name_matches_nix(#[case] full: &str, #[case] name: &str, #[case] version: &str) {
         let parsed = DrvName::parse(full);
-        assert_eq!((parsed.name.as_str(), parsed.version.as_str()), (name, version));
+        assert_eq!(
+            (parsed.name.as_str(), parsed.version.as_str()),
+            (name, version)
+        );
     }
 
     fn version_strategy() -> impl Strategy<Value = String> {

@@ -1,7 +1,7 @@
 //! `declenv search`: find packages in the configured sources.
 
 use super::{Hinted, Outcome, Settings};
-use crate::model::catalog::{Catalog, CatalogEntry};
+use crate::model::catalog::EntryRef;
 use crate::plan::select::{SelectionError, filter_by_selectors, sort_for_query};
 use crate::source::{host_system, load_catalog};
 use anyhow::Context as _;
@@ -53,15 +53,16 @@ struct PackageRow<'a> {
     version: &'a str,
     system: &'a str,
     description: Option<&'a str>,
-    outputs: Vec<&'a str>,
+    outputs: Vec<String>,
 }
 
 pub(crate) fn run(settings: &Settings, args: &SearchArgs) -> anyhow::Result<Outcome> {
     let catalog = load_catalog(&args.sources, &settings.catalog_cache())?;
+    let candidates: Vec<EntryRef<'_>> = catalog.iter().collect();
     let rows = if args.selector {
-        select_rows(&catalog, &args.patterns)?
+        select_rows(&candidates, &args.patterns)?
     } else {
-        search_rows(&catalog, &args.patterns)?
+        search_rows(&candidates, &args.patterns)?
     };
 
     let stdout = anstream::stdout();
@@ -72,16 +73,19 @@ pub(crate) fn run(settings: &Settings, args: &SearchArgs) -> anyhow::Result<Outc
             packages: rows
                 .iter()
                 .map(|&index| {
-                    let entry = &catalog.entries()[index];
+                    let entry = candidates[index];
                     PackageRow {
-                        source: args.sources[catalog.source_of(index)].display().to_string(),
-                        attr_path: &entry.attr_path,
-                        name: &entry.name,
+                        source: args.sources[entry.source()].display().to_string(),
+                        attr_path: entry.attr_path(),
+                        name: entry.name(),
                         pname: entry.package_name(),
                         version: entry.version(),
                         system: entry.system_or_unknown(),
                         description: entry.description(),
-                        outputs: entry.outputs.keys().map(String::as_str).collect(),
+                        outputs: entry
+                            .to_entry()
+                            .map(|full| full.outputs.into_keys().collect())
+                            .unwrap_or_default(),
                     }
                 })
                 .collect(),
@@ -89,10 +93,14 @@ pub(crate) fn run(settings: &Settings, args: &SearchArgs) -> anyhow::Result<Outc
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        let entries: Vec<&CatalogEntry> = rows.iter().map(|&i| &catalog.entries()[i]).collect();
+        let entries: Vec<EntryRef<'_>> = rows.iter().map(|&i| candidates[i]).collect();
         write_table(&mut out, &entries)?;
     }
     out.flush()?;
+    // Freeing a large catalog entry by entry costs more than the query; the process is about
+    // to exit and the operating system reclaims it at once.
+    std::mem::forget(candidates);
+    std::mem::forget(catalog);
 
     if rows.is_empty() {
         anstream::eprintln!(
@@ -110,10 +118,9 @@ pub(crate) fn run(settings: &Settings, args: &SearchArgs) -> anyhow::Result<Outc
 }
 
 /// `nix-env -qa` semantics: every selector applies, rows sorted by name as Nix sorts them.
-fn select_rows(catalog: &Catalog, patterns: &[String]) -> anyhow::Result<Vec<usize>> {
-    let candidates: Vec<&CatalogEntry> = catalog.entries().iter().collect();
+fn select_rows(candidates: &[EntryRef<'_>], patterns: &[String]) -> anyhow::Result<Vec<usize>> {
     let selectors: Vec<&str> = patterns.iter().map(String::as_str).collect();
-    let selected = match filter_by_selectors(&candidates, &selectors, false, &host_system()) {
+    let selected = match filter_by_selectors(candidates, &selectors, false, &host_system()) {
         Ok(selected) => selected,
         Err(SelectionError::NoMatch { .. }) => return Ok(Vec::new()),
         Err(SelectionError::Selector(error)) => {
@@ -124,12 +131,12 @@ fn select_rows(catalog: &Catalog, patterns: &[String]) -> anyhow::Result<Vec<usi
         }
     };
     let mut indices = selected.indices;
-    sort_for_query(&candidates, &mut indices);
+    sort_for_query(candidates, &mut indices);
     Ok(indices)
 }
 
 /// Free search: every pattern must match the attribute path, the name or the description.
-fn search_rows(catalog: &Catalog, patterns: &[String]) -> anyhow::Result<Vec<usize>> {
+fn search_rows(candidates: &[EntryRef<'_>], patterns: &[String]) -> anyhow::Result<Vec<usize>> {
     let regexes = patterns
         .iter()
         .map(|pattern| {
@@ -140,14 +147,13 @@ fn search_rows(catalog: &Catalog, patterns: &[String]) -> anyhow::Result<Vec<usi
                 .with_context(|| format!("invalid search pattern `{pattern}`"))
         })
         .collect::<anyhow::Result<Vec<Regex>>>()?;
-    Ok(catalog
-        .entries()
+    Ok(candidates
         .iter()
         .enumerate()
         .filter(|(_, entry)| {
             regexes.iter().all(|regex| {
-                regex.is_match(&entry.attr_path)
-                    || regex.is_match(&entry.name)
+                regex.is_match(entry.attr_path())
+                    || regex.is_match(entry.name())
                     || entry.description().is_some_and(|text| regex.is_match(text))
             })
         })
@@ -156,17 +162,21 @@ fn search_rows(catalog: &Catalog, patterns: &[String]) -> anyhow::Result<Vec<usi
 }
 
 /// One line per package: attribute path, name, description, in aligned columns.
-fn write_table(out: &mut impl Write, entries: &[&CatalogEntry]) -> std::io::Result<()> {
-    let attr_width = entries.iter().map(|e| e.attr_path.len()).max().unwrap_or(0);
-    let name_width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+fn write_table(out: &mut impl Write, entries: &[EntryRef<'_>]) -> std::io::Result<()> {
+    let attr_width = entries.iter().map(|e| e.attr_path().len()).max().unwrap_or(0);
+    let name_width = entries.iter().map(|e| e.name().len()).max().unwrap_or(0);
     for entry in entries {
         let description = entry.description().unwrap_or("").replace('\n', " ");
-        let name_padding = if description.is_empty() { 0 } else { name_width };
+        let name_padding = if description.is_empty() {
+            0
+        } else {
+            name_width
+        };
         writeln!(
             out,
             "{}  {}{}",
-            format_args!("{:attr_width$}", entry.attr_path).bold(),
-            format_args!("{:name_padding$}", entry.name).green(),
+            format_args!("{:attr_width$}", entry.attr_path()).bold(),
+            format_args!("{:name_padding$}", entry.name()).green(),
             if description.is_empty() {
                 String::new()
             } else {

@@ -12,6 +12,9 @@ use serde_json::{Map, Value};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::OnceLock;
+
+use super::packed::{PackedCatalog, TooLarge};
 
 /// One available package (one derivation, in Nix's terms).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,98 +194,161 @@ pub fn parse_catalog_json(text: &str) -> Result<Vec<CatalogEntry>, CatalogJsonEr
 /// component, attribute names as raw bytes (`lexicographicOrder`), list indices numerically.
 ///
 /// A component made only of digits can only be a list index, since Nix skips attribute names
-/// that do not start with a letter or `_`.
+/// that do not start with a letter or `_`. Allocation-free: this runs n log n times when a large
+/// catalog is ordered.
 #[must_use]
 pub fn compare_attr_paths(a: &str, b: &str) -> Ordering {
-    let mut left = a.split('.');
-    let mut right = b.split('.');
-    loop {
-        match (left.next(), right.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(l), Some(r)) => {
-                let order = compare_attr_components(l, r);
-                if order != Ordering::Equal {
-                    return order;
-                }
-            }
+    let (left, right) = (a.as_bytes(), b.as_bytes());
+    let common = left
+        .iter()
+        .zip(right)
+        .position(|(l, r)| l != r)
+        .unwrap_or_else(|| left.len().min(right.len()));
+    let left_component = component_around(left, common);
+    let right_component = component_around(right, common);
+    if is_list_index(left_component) && is_list_index(right_component) {
+        let (l, r) = (trim_zeros(left_component), trim_zeros(right_component));
+        let order = l.len().cmp(&r.len()).then_with(|| l.cmp(r));
+        if order != Ordering::Equal {
+            return order;
         }
     }
+    // Component-wise byte order is byte order with the separator ranked below every byte.
+    let rank = |bytes: &[u8], index: usize| {
+        bytes
+            .get(index)
+            .map(|&b| if b == b'.' { 0 } else { u16::from(b) + 1 })
+    };
+    rank(left, common).cmp(&rank(right, common))
 }
 
-fn compare_attr_components(left: &str, right: &str) -> Ordering {
-    let is_index = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    if is_index(left) && is_index(right) {
-        let (l, r) = (left.trim_start_matches('0'), right.trim_start_matches('0'));
-        l.len().cmp(&r.len()).then_with(|| l.cmp(r))
-    } else {
-        left.as_bytes().cmp(right.as_bytes())
-    }
+/// The `.`-separated component of `path` that contains (or ends at) byte `index`.
+fn component_around(path: &[u8], index: usize) -> &[u8] {
+    let start = path[..index.min(path.len())]
+        .iter()
+        .rposition(|&b| b == b'.')
+        .map_or(0, |dot| dot + 1);
+    let end = path[start..]
+        .iter()
+        .position(|&b| b == b'.')
+        .map_or(path.len(), |dot| start + dot);
+    &path[start..end]
+}
+
+fn is_list_index(component: &[u8]) -> bool {
+    !component.is_empty() && component.iter().all(u8::is_ascii_digit)
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let first = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len());
+    &digits[first..]
 }
 
 /// An indexed list of available packages from one or more sources.
 ///
 /// Entries are kept in enumeration order: sources in the order given, and within a source the
 /// order in which `nix-env` would walk the same expression. Selection ties go to the earlier
-/// entry, so this order is part of the behaviour.
+/// entry, so this order is part of the behaviour. Each source is a [`PackedCatalog`], so a
+/// query reads names in place and decodes full entries only for the rows it prints.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    entries: Vec<CatalogEntry>,
-    /// Index of each entry's source in the list of sources the catalog was built from.
-    source_of: Vec<usize>,
-    by_attr_path: HashMap<(usize, String), usize>,
-    by_package_name: HashMap<String, Vec<usize>>,
+    sources: Vec<PackedCatalog>,
+    /// Index of the first entry of each source.
+    starts: Vec<usize>,
+    length: usize,
+    /// Built on first lookup: a regex query over a large catalog never needs them.
+    by_attr_path: OnceLock<HashMap<(usize, String), usize>>,
+    by_package_name: OnceLock<HashMap<String, Vec<usize>>>,
 }
 
 impl Catalog {
     /// Builds a catalog from per-source entry lists, sorting each into enumeration order.
+    pub fn new(sources: Vec<Vec<CatalogEntry>>) -> Result<Self, TooLarge> {
+        let packed = sources
+            .into_iter()
+            .map(|mut entries| {
+                sort_for_enumeration(&mut entries);
+                PackedCatalog::pack(&entries).map(|bytes| {
+                    PackedCatalog::from_bytes(bytes).expect("freshly packed bytes are valid")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::from_packed(packed))
+    }
+
+    /// Builds a catalog from packed sources that are already in enumeration order.
     #[must_use]
-    pub fn new(sources: Vec<Vec<CatalogEntry>>) -> Self {
-        let mut catalog = Self::default();
-        for (source, mut entries) in sources.into_iter().enumerate() {
-            entries.sort_by(|a, b| compare_attr_paths(&a.attr_path, &b.attr_path));
-            for entry in entries {
-                let index = catalog.entries.len();
-                catalog
-                    .by_attr_path
-                    .insert((source, entry.attr_path.clone()), index);
-                catalog
-                    .by_package_name
-                    .entry(entry.package_name().to_owned())
-                    .or_default()
-                    .push(index);
-                catalog.source_of.push(source);
-                catalog.entries.push(entry);
-            }
+    pub fn from_packed(sources: Vec<PackedCatalog>) -> Self {
+        let mut starts = Vec::with_capacity(sources.len());
+        let mut length = 0;
+        for source in &sources {
+            starts.push(length);
+            length += source.len();
         }
-        catalog
+        Self {
+            sources,
+            starts,
+            length,
+            ..Self::default()
+        }
+    }
+
+    /// The entry at `index` (in enumeration order). Panics when out of range, like slicing.
+    #[must_use]
+    pub fn get(&self, index: usize) -> EntryRef<'_> {
+        let source = self.starts.partition_point(|&start| start <= index) - 1;
+        EntryRef {
+            packed: &self.sources[source],
+            local: index - self.starts[source],
+            source,
+        }
     }
 
     /// Every entry, in enumeration order.
-    #[must_use]
-    pub fn entries(&self) -> &[CatalogEntry] {
-        &self.entries
-    }
-
-    /// The index of the source an entry came from.
-    #[must_use]
-    pub fn source_of(&self, entry_index: usize) -> usize {
-        self.source_of[entry_index]
+    pub fn iter(&self) -> impl Iterator<Item = EntryRef<'_>> + '_ {
+        self.sources
+            .iter()
+            .enumerate()
+            .flat_map(|(source, packed)| {
+                (0..packed.len()).map(move |local| EntryRef {
+                    packed,
+                    local,
+                    source,
+                })
+            })
     }
 
     /// Looks up an attribute path within one source.
     #[must_use]
-    pub fn by_attr_path(&self, source: usize, attr_path: &str) -> Option<&CatalogEntry> {
+    pub fn by_attr_path(&self, source: usize, attr_path: &str) -> Option<EntryRef<'_>> {
         self.by_attr_path
+            .get_or_init(|| {
+                self.iter()
+                    .enumerate()
+                    .map(|(index, entry)| ((entry.source, entry.attr_path().to_owned()), index))
+                    .collect()
+            })
             .get(&(source, attr_path.to_owned()))
-            .map(|&index| &self.entries[index])
+            .map(|&index| self.get(index))
     }
 
     /// Indices of the entries with this package name, in enumeration order.
     #[must_use]
     pub fn by_package_name(&self, package_name: &str) -> &[usize] {
         self.by_package_name
+            .get_or_init(|| {
+                let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+                for (position, entry) in self.iter().enumerate() {
+                    index
+                        .entry(entry.package_name().to_owned())
+                        .or_default()
+                        .push(position);
+                }
+                index
+            })
             .get(package_name)
             .map_or(&[], Vec::as_slice)
     }
@@ -290,13 +356,84 @@ impl Catalog {
     /// Number of entries.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.length
     }
 
     /// True when no source offered any package.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.length == 0
+    }
+}
+
+/// Sorts one source's entries into the order `nix-env` enumerates them.
+pub fn sort_for_enumeration(entries: &mut [CatalogEntry]) {
+    if !entries.is_sorted_by(|a, b| compare_attr_paths(&a.attr_path, &b.attr_path).is_le()) {
+        entries.sort_by(|a, b| compare_attr_paths(&a.attr_path, &b.attr_path));
+    }
+}
+
+/// A view of one catalog entry: cheap columns read in place, the rest decoded on demand.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    packed: &'a PackedCatalog,
+    local: usize,
+    source: usize,
+}
+
+impl<'a> EntryRef<'a> {
+    /// The index of the source this entry came from.
+    #[must_use]
+    pub fn source(&self) -> usize {
+        self.source
+    }
+
+    /// The attribute path.
+    #[must_use]
+    pub fn attr_path(&self) -> &'a str {
+        self.packed.attr_path(self.local)
+    }
+
+    /// The full derivation name.
+    #[must_use]
+    pub fn name(&self) -> &'a str {
+        self.packed.name(self.local)
+    }
+
+    /// The package name part of the full name.
+    #[must_use]
+    pub fn package_name(&self) -> &'a str {
+        split_drv_name(self.name()).0
+    }
+
+    /// The version part of the full name.
+    #[must_use]
+    pub fn version(&self) -> &'a str {
+        split_drv_name(self.name()).1
+    }
+
+    /// The system, or `unknown`.
+    #[must_use]
+    pub fn system_or_unknown(&self) -> &'a str {
+        self.packed.system(self.local).unwrap_or("unknown")
+    }
+
+    /// `meta.description`, when it is a string.
+    #[must_use]
+    pub fn description(&self) -> Option<&'a str> {
+        self.packed.description(self.local)
+    }
+
+    /// `meta.priority` as selection reads it.
+    #[must_use]
+    pub fn selection_priority(&self) -> i64 {
+        self.packed.selection_priority(self.local)
+    }
+
+    /// The whole entry, decoded.
+    #[must_use]
+    pub fn to_entry(&self) -> Option<CatalogEntry> {
+        self.packed.entry(self.local)
     }
 }
 
@@ -377,9 +514,42 @@ mod tests {
     #[case("x.2", "x.10", Ordering::Less)] // list indices are numeric
     #[case("a", "a.b", Ordering::Less)]
     #[case("a.b", "a.b", Ordering::Equal)]
+    #[case("x.9.a", "x.10", Ordering::Less)]
+    #[case("x.010", "x.9", Ordering::Greater)]
+    #[case("a.b-c", "a.b.c", Ordering::Greater)]
+    #[case("ab", "a.b", Ordering::Greater)]
     fn attr_path_order(#[case] a: &str, #[case] b: &str, #[case] expected: Ordering) {
         assert_eq!(compare_attr_paths(a, b), expected);
         assert_eq!(compare_attr_paths(b, a), expected.reverse());
+    }
+
+    /// The reference definition: split into components and compare them one by one, list
+    /// indices numerically (leading zeros, which Nix never prints, break ties as bytes).
+    fn reference_order(a: &str, b: &str) -> Ordering {
+        let is_index = |c: &str| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit());
+        let (mut left, mut right) = (a.split('.'), b.split('.'));
+        loop {
+            let order = match (left.next(), right.next()) {
+                (None, None) => return Ordering::Equal,
+                (None, Some(_)) => return Ordering::Less,
+                (Some(_), None) => return Ordering::Greater,
+                (Some(l), Some(r)) if is_index(l) && is_index(r) => {
+                    let (lt, rt) = (l.trim_start_matches('0'), r.trim_start_matches('0'));
+                    lt.len().cmp(&rt.len()).then(lt.cmp(rt)).then(l.cmp(r))
+                }
+                (Some(l), Some(r)) => l.as_bytes().cmp(r.as_bytes()),
+            };
+            if order != Ordering::Equal {
+                return order;
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_attr_order_matches_component_order(a in "[a-c0-2._-]{0,8}", b in "[a-c0-2._-]{0,8}") {
+            proptest::prop_assert_eq!(compare_attr_paths(&a, &b), reference_order(&a, &b), "{} vs {}", a, b);
+        }
     }
 
     #[rstest]
@@ -410,14 +580,22 @@ mod tests {
         let catalog = Catalog::new(vec![
             vec![entry("zed", "zed-1"), entry("alpha", "foo-1")],
             vec![entry("alpha", "foo-2")],
-        ]);
-        let names: Vec<&str> = catalog.entries().iter().map(|e| e.name.as_str()).collect();
+        ])
+        .expect("packs");
+        let names: Vec<&str> = catalog.iter().map(|e| e.name()).collect();
         assert_eq!(names, ["foo-1", "zed-1", "foo-2"]);
+        assert_eq!(catalog.len(), 3);
         assert_eq!(catalog.by_package_name("foo"), &[0, 2]);
         assert_eq!(
-            catalog.by_attr_path(1, "alpha").map(|e| e.name.as_str()),
+            catalog.by_attr_path(1, "alpha").map(|e| e.name()),
             Some("foo-2")
         );
-        assert_eq!(catalog.source_of(2), 1);
+        assert_eq!(catalog.get(2).source(), 1);
+        assert_eq!(catalog.get(1).name(), "zed-1");
+        assert_eq!(
+            catalog.get(0).to_entry().map(|e| e.attr_path),
+            Some("alpha".to_owned())
+        );
     }
+
 }

@@ -2,4 +2,5 @@
 //!
 //! Pure functions from values to values, unit-tested without a disk.
 
+pub mod cxx_sort;
 pub mod select;

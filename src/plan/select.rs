@@ -6,12 +6,59 @@
 //! selectors are dropped. A selector other than `*` that matched nothing is an error, with up to
 //! three "maybe you meant" names. Pure: candidates come in as a slice, indices come out.
 
-use crate::model::catalog::CatalogEntry;
+use crate::model::catalog::{CatalogEntry, EntryRef};
 use crate::selector::{Selector, SelectorError};
 use crate::version::compare_versions;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
+
+/// What selection needs to know about a package: its name, system and priority.
+///
+/// Implemented for decoded entries and for [`EntryRef`] views into a packed catalog, so a query
+/// over a large catalog never decodes entries it does not print.
+pub trait Candidate {
+    /// The full derivation name, `NAME-VERSION`.
+    fn full_name(&self) -> &str;
+    /// The system, or `unknown` when the source gave none.
+    fn system_or_unknown(&self) -> &str;
+    /// `meta.priority` as `queryMetaInt("priority", 0)` reads it.
+    fn selection_priority(&self) -> i64;
+
+    /// The package name part of the full name.
+    fn package_name(&self) -> &str {
+        crate::version::split_drv_name(self.full_name()).0
+    }
+
+    /// The version part of the full name.
+    fn version(&self) -> &str {
+        crate::version::split_drv_name(self.full_name()).1
+    }
+}
+
+impl Candidate for &CatalogEntry {
+    fn full_name(&self) -> &str {
+        &self.name
+    }
+    fn system_or_unknown(&self) -> &str {
+        CatalogEntry::system_or_unknown(self)
+    }
+    fn selection_priority(&self) -> i64 {
+        CatalogEntry::selection_priority(self)
+    }
+}
+
+impl Candidate for EntryRef<'_> {
+    fn full_name(&self) -> &str {
+        self.name()
+    }
+    fn system_or_unknown(&self) -> &str {
+        EntryRef::system_or_unknown(self)
+    }
+    fn selection_priority(&self) -> i64 {
+        EntryRef::selection_priority(self)
+    }
+}
 
 /// Why a selection failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,8 +114,8 @@ pub struct Selected {
 /// `this_system` is the platform that wins ties before priority and version are looked at
 /// (Nix's `settings.thisSystem`). Regular expressions are compiled only when there is at least
 /// one candidate, as Nix compiles them lazily on first use.
-pub fn filter_by_selectors(
-    candidates: &[&CatalogEntry],
+pub fn filter_by_selectors<C: Candidate>(
+    candidates: &[C],
     selectors: &[&str],
     newest_only: bool,
     this_system: &str,
@@ -90,7 +137,7 @@ pub fn filter_by_selectors(
         let mut matches: Vec<usize> = candidates
             .iter()
             .enumerate()
-            .filter(|(_, entry)| selector.matches_full_name(&entry.name))
+            .filter(|(_, entry)| selector.matches_full_name(entry.full_name()))
             .map(|(index, _)| index)
             .collect();
         hits[position] = matches.len();
@@ -121,8 +168,8 @@ pub fn filter_by_selectors(
 /// far; it is not a total order (two foreign systems are "no decision"), so the fold itself is
 /// the rule.
 #[must_use]
-pub fn pick_newest(
-    candidates: &[&CatalogEntry],
+pub fn pick_newest<C: Candidate>(
+    candidates: &[C],
     matches: &[usize],
     this_system: &str,
     warnings: &mut Vec<String>,
@@ -132,24 +179,26 @@ pub fn pick_newest(
     // warning only ever fires for names without a version. Reproduced on purpose.
     let mut tied_full_names: HashSet<&str> = HashSet::new();
     for &index in matches {
-        let candidate = candidates[index];
+        let candidate = &candidates[index];
         let package_name = candidate.package_name().as_bytes();
         let decision = match newest.get(package_name) {
             None => Ordering::Greater,
-            Some(&best_index) => compare_candidates(candidate, candidates[best_index], this_system),
+            Some(&best_index) => {
+                compare_candidates(candidate, &candidates[best_index], this_system)
+            }
         };
         match decision {
             Ordering::Greater => {
                 newest.insert(package_name, index);
-                tied_full_names.remove(candidate.name.as_str());
+                tied_full_names.remove(candidate.full_name());
             }
             Ordering::Equal => {
-                tied_full_names.insert(candidate.name.as_str());
+                tied_full_names.insert(candidate.full_name());
             }
             Ordering::Less => {}
         }
     }
-    for (package_name, _) in &newest {
+    for package_name in newest.keys() {
         let package_name = String::from_utf8_lossy(package_name);
         if tied_full_names.contains(package_name.as_ref()) {
             warnings.push(format!(
@@ -161,11 +210,7 @@ pub fn pick_newest(
 }
 
 /// Whether `candidate` beats `best`: system first, then priority, then version.
-fn compare_candidates(
-    candidate: &CatalogEntry,
-    best: &CatalogEntry,
-    this_system: &str,
-) -> Ordering {
+fn compare_candidates<C: Candidate>(candidate: &C, best: &C, this_system: &str) -> Ordering {
     let (system, best_system) = (candidate.system_or_unknown(), best.system_or_unknown());
     let by_system = if system == best_system {
         Ordering::Equal
@@ -184,7 +229,7 @@ fn compare_candidates(
 /// Nix's `comparePriorities`: `priority(best) - priority(candidate)`, computed on 64-bit
 /// integers and returned through a C `int`, so a difference that is a multiple of 2^32 counts as
 /// a tie. Lower numbers win.
-fn compare_priorities(candidate: &CatalogEntry, best: &CatalogEntry) -> Ordering {
+fn compare_priorities<C: Candidate>(candidate: &C, best: &C) -> Ordering {
     let difference = best
         .selection_priority()
         .wrapping_sub(candidate.selection_priority());
@@ -198,7 +243,7 @@ fn compare_priorities(candidate: &CatalogEntry, best: &CatalogEntry) -> Ordering
 
 /// Up to three package names that start with the selector's name part (a plain prefix, not a
 /// regex): the first three distinct ones in enumeration order, returned sorted.
-fn suggestions(candidates: &[&CatalogEntry], raw: &str) -> Vec<String> {
+fn suggestions<C: Candidate>(candidates: &[C], raw: &str) -> Vec<String> {
     let prefix = crate::version::split_drv_name(raw).0;
     let mut found = BTreeSet::new();
     for entry in candidates {
@@ -213,11 +258,13 @@ fn suggestions(candidates: &[&CatalogEntry], raw: &str) -> Vec<String> {
     found.into_iter().collect()
 }
 
-/// Sorts query rows the way `nix-env -q` does: by full name, comparing bytes ASCII-upper-cased.
-/// Ties keep their enumeration order.
-pub fn sort_for_query(candidates: &[&CatalogEntry], indices: &mut [usize]) {
-    indices
-        .sort_by(|&a, &b| compare_names_case_insensitive(&candidates[a].name, &candidates[b].name));
+/// Sorts query rows the way `nix-env -q` does: by full name, comparing bytes ASCII-upper-cased,
+/// with libstdc++'s `std::sort`, so that rows whose names tie come out in Nix's order too.
+pub fn sort_for_query<C: Candidate>(candidates: &[C], indices: &mut [usize]) {
+    super::cxx_sort::cxx_sort(indices, |&a, &b| {
+        compare_names_case_insensitive(candidates[a].full_name(), candidates[b].full_name())
+            == Ordering::Less
+    });
 }
 
 /// Nix's `cmpElemByName`: a lexicographic comparison of `toupper`'d bytes.

@@ -6,10 +6,13 @@
 //! and the line and column when the content is at fault. Never writes anywhere
 //! but the cache directory, and a cache that cannot be written is skipped, not an error.
 
-mod cache;
+mod memo;
 
-use crate::model::catalog::{Catalog, CatalogEntry, CatalogJsonError, parse_catalog_json};
+use crate::model::catalog::{
+    Catalog, CatalogEntry, CatalogJsonError, parse_catalog_json, sort_for_enumeration,
+};
 use crate::model::channel::{self, ChannelError, PackageDirectory};
+use crate::model::packed::{PackedCatalog, TooLarge};
 use sha2::{Digest, Sha256};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -51,6 +54,15 @@ pub enum SourceError {
         /// What is wrong and where.
         error: ChannelError,
     },
+    /// A source too large for the packed format.
+    #[error("cannot index source `{}`", path.display())]
+    TooLarge {
+        /// The source.
+        path: PathBuf,
+        /// Which part overflowed.
+        #[source]
+        error: TooLarge,
+    },
     /// A file name in a channel is not UTF-8; Nix names are text, so we refuse it.
     #[error("package directory `{}` in channel `{}` has a name that is not UTF-8", name.display(), channel.display())]
     NonUtf8Name {
@@ -70,7 +82,7 @@ impl SourceError {
                 "a source is a channel directory or a catalog file written by `nix-env -qa --json --out-path --meta`"
                     .to_owned(),
             ),
-            Self::Read { .. } => None,
+            Self::Read { .. } | Self::TooLarge { .. } => None,
             Self::CatalogJson { .. } => Some(
                 "a catalog file is what `nix-env -qa --json --out-path --meta` prints: an object keyed by attribute path"
                     .to_owned(),
@@ -115,10 +127,10 @@ fn read_error(path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
     }
 }
 
-/// Loads the entries of one source, in file order.
-pub fn load_source(path: &Path, cache: &CacheDirectory) -> Result<Vec<CatalogEntry>, SourceError> {
+/// Loads one source, packed and in enumeration order.
+pub fn load_source(path: &Path, cache: &CacheDirectory) -> Result<PackedCatalog, SourceError> {
     match source_kind(path)? {
-        SourceKind::Channel => load_channel(path),
+        SourceKind::Channel => pack(path, load_channel(path)?),
         SourceKind::CatalogJson => load_catalog_json(path, cache),
     }
 }
@@ -129,7 +141,17 @@ pub fn load_catalog(paths: &[PathBuf], cache: &CacheDirectory) -> Result<Catalog
         .iter()
         .map(|path| load_source(path, cache))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Catalog::new(sources))
+    Ok(Catalog::from_packed(sources))
+}
+
+/// Sorts entries into enumeration order and packs them.
+fn pack(path: &Path, mut entries: Vec<CatalogEntry>) -> Result<PackedCatalog, SourceError> {
+    sort_for_enumeration(&mut entries);
+    let bytes = PackedCatalog::pack(&entries).map_err(|error| SourceError::TooLarge {
+        path: path.to_owned(),
+        error,
+    })?;
+    Ok(PackedCatalog::from_bytes(bytes).expect("freshly packed bytes are valid"))
 }
 
 /// Reads a channel directory: every visible subdirectory is a package.
@@ -187,21 +209,27 @@ pub fn load_channel(path: &Path) -> Result<Vec<CatalogEntry>, SourceError> {
 }
 
 /// Reads a catalog JSON file, through the cache when one is configured.
-pub fn load_catalog_json(
-    path: &Path,
-    cache: &CacheDirectory,
-) -> Result<Vec<CatalogEntry>, SourceError> {
+///
+/// The cache holds the packed catalog under the SHA-256 of the file's content, with the hash
+/// repeated at the end of the file so that a torn or foreign file is never trusted. To avoid
+/// reading and hashing a large file on every query, a memo maps the file's identity (device,
+/// inode, size, modification and change times) to its content hash; see [`memo`] for when the
+/// memo is trusted.
+pub fn load_catalog_json(path: &Path, cache: &CacheDirectory) -> Result<PackedCatalog, SourceError> {
+    let metadata = std::fs::metadata(path).map_err(read_error(path))?;
+    if let Some(directory) = &cache.0
+        && let Some(content_hash) = memo::lookup(directory, path, &metadata)
+        && let Some(packed) = read_cached(directory, &content_hash)
+    {
+        return Ok(packed);
+    }
     let bytes = std::fs::read(path).map_err(read_error(path))?;
     let content_hash: [u8; 32] = Sha256::digest(&bytes).into();
-    let cache_file = cache
-        .0
-        .as_ref()
-        .map(|directory| directory.join(format!("{}.bin", hex(&content_hash))));
-    if let Some(cache_file) = &cache_file
-        && let Ok(cached) = fs_err::read(cache_file)
-        && let Some(entries) = cache::decode(&content_hash, &cached)
+    if let Some(directory) = &cache.0
+        && let Some(packed) = read_cached(directory, &content_hash)
     {
-        return Ok(entries);
+        memo::record(directory, path, &metadata, &content_hash);
+        return Ok(packed);
     }
     let text = std::str::from_utf8(&bytes).map_err(|error| {
         let offset = error.valid_up_to();
@@ -221,42 +249,75 @@ pub fn load_catalog_json(
         path: path.to_owned(),
         error,
     })?;
-    if let Some(cache_file) = &cache_file {
+    drop(bytes);
+    let packed = pack(path, entries)?;
+    if let Some(directory) = &cache.0 {
         // Best effort: a read-only or full disk costs speed, not correctness.
-        let _ = cache_file
-            .parent()
-            .map(fs_err::create_dir_all)
-            .transpose()
-            .and_then(|_| crate::fs::write_atomic(cache_file, &cache::encode(&content_hash, &entries)));
+        let mut contents = packed.as_bytes().to_vec();
+        contents.extend_from_slice(&content_hash);
+        let written = fs_err::create_dir_all(directory)
+            .and_then(|()| crate::fs::write_atomic(&cache_file(directory, &content_hash), &contents));
+        if written.is_ok() {
+            memo::record(directory, path, &metadata, &content_hash);
+        }
     }
-    Ok(entries)
+    Ok(packed)
 }
 
-fn hex(bytes: &[u8]) -> String {
+fn cache_file(directory: &Path, content_hash: &[u8; 32]) -> PathBuf {
+    directory.join(format!("{}.packed", hex(content_hash)))
+}
+
+/// Reads a cached packed catalog; any mismatch (missing, torn, another hash) is a miss.
+fn read_cached(directory: &Path, content_hash: &[u8; 32]) -> Option<PackedCatalog> {
+    let mut bytes = std::fs::read(cache_file(directory, content_hash)).ok()?;
+    let body = bytes.len().checked_sub(32)?;
+    if bytes[body..] != content_hash[..] {
+        return None;
+    }
+    bytes.truncate(body);
+    PackedCatalog::from_bytes(bytes)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn names(packed: &PackedCatalog) -> Vec<String> {
+        (0..packed.len()).map(|i| packed.name(i).to_owned()).collect()
+    }
+
     #[test]
     fn cached_and_uncached_loads_agree_and_edits_are_seen() {
         let directory = tempfile::tempdir().expect("tempdir");
         let catalog = directory.path().join("catalog.json");
-        let cache = CacheDirectory(Some(directory.path().join("cache")));
-        fs_err::write(&catalog, r#"{"a": {"name": "a-1"}}"#).expect("write");
+        let cache_directory = directory.path().join("cache");
+        let cache = CacheDirectory(Some(cache_directory.clone()));
+        fs_err::write(&catalog, r#"{"b": {"name": "b-1"}, "a": {"name": "a-1"}}"#).expect("write");
         let first = load_catalog_json(&catalog, &cache).expect("first load");
         let second = load_catalog_json(&catalog, &cache).expect("cached load");
-        assert_eq!(first, second);
-        assert_eq!(fs_err::read_dir(directory.path().join("cache")).expect("cache").count(), 1);
+        assert_eq!(names(&first), ["a-1", "b-1"]);
+        assert_eq!(first.as_bytes(), second.as_bytes());
+        let packed_files = |dir: &Path| {
+            fs_err::read_dir(dir)
+                .expect("cache")
+                .filter(|e| e.as_ref().expect("entry").path().extension().is_some_and(|x| x == "packed"))
+                .count()
+        };
+        assert_eq!(packed_files(&cache_directory), 1);
         fs_err::write(&catalog, r#"{"a": {"name": "a-2"}}"#).expect("rewrite");
         let third = load_catalog_json(&catalog, &cache).expect("reload");
-        assert_eq!(third[0].name, "a-2");
+        assert_eq!(names(&third), ["a-2"]);
     }
 
     #[test]
@@ -268,9 +329,12 @@ mod tests {
         fs_err::write(&catalog, r#"{"a": {"name": "a-1"}}"#).expect("write");
         load_catalog_json(&catalog, &cache).expect("first load");
         for entry in fs_err::read_dir(&cache_directory).expect("cache") {
-            fs_err::write(entry.expect("entry").path(), b"garbage").expect("corrupt");
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                fs_err::write(&path, b"garbage").expect("corrupt");
+            }
         }
-        assert_eq!(load_catalog_json(&catalog, &cache).expect("reload")[0].name, "a-1");
+        assert_eq!(names(&load_catalog_json(&catalog, &cache).expect("reload")), ["a-1"]);
     }
 
     #[test]
@@ -280,7 +344,10 @@ mod tests {
         fs_err::write(&catalog, "{\n  \"a\": {\"name\": 1}\n}").expect("write");
         let error = load_catalog_json(&catalog, &CacheDirectory::default()).expect_err("bad");
         let text = error.to_string();
-        assert!(text.contains("bad.json") && text.contains("line 2"), "{text}");
+        assert!(
+            text.contains("bad.json") && text.contains("line 2"),
+            "{text}"
+        );
 
         fs_err::write(&catalog, b"{\"a\": {\"name\": \"\xff\"}}").expect("write");
         let error = load_catalog_json(&catalog, &CacheDirectory::default()).expect_err("bad");
@@ -299,12 +366,14 @@ mod tests {
             fs_err::create_dir_all(directory.path().join(package)).expect("mkdir");
         }
         fs_err::write(directory.path().join("README.md"), "not a package").expect("write");
-        let entries = load_channel(directory.path()).expect("channel loads");
-        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["hello-2.10", "hello-2.12"]);
+        let packed = load_source(directory.path(), &CacheDirectory::default()).expect("channel loads");
+        assert_eq!(names(&packed), ["hello-2.10", "hello-2.12"]);
 
-        fs_err::write(directory.path().join("channel.toml"), "format = 1\nbogus = 1\n")
-            .expect("write");
+        fs_err::write(
+            directory.path().join("channel.toml"),
+            "format = 1\nbogus = 1\n",
+        )
+        .expect("write");
         let error = load_channel(directory.path()).expect_err("bad metadata");
         assert!(error.to_string().contains("channel.toml"), "{error}");
         assert!(error.to_string().contains("line 2"), "{error}");
