@@ -8,6 +8,11 @@
 //! status byte for byte. The `live` test re-runs a fresh sample
 //! against an installed Nix (set `DECLENV_TEST_NIX=1`).
 
+#![expect(
+    clippy::print_stderr,
+    reason = "the live test reports its seed, or why it was skipped"
+)]
+
 use declenv::model::catalog::{Catalog, EntryRef, parse_catalog_json};
 use declenv::plan::select::{SelectionError, filter_by_selectors, sort_for_query};
 use serde::Deserialize;

@@ -163,7 +163,11 @@ fn search_rows(candidates: &[EntryRef<'_>], patterns: &[String]) -> anyhow::Resu
 
 /// One line per package: attribute path, name, description, in aligned columns.
 fn write_table(out: &mut impl Write, entries: &[EntryRef<'_>]) -> std::io::Result<()> {
-    let attr_width = entries.iter().map(|e| e.attr_path().len()).max().unwrap_or(0);
+    let attr_width = entries
+        .iter()
+        .map(|e| e.attr_path().len())
+        .max()
+        .unwrap_or(0);
     let name_width = entries.iter().map(|e| e.name().len()).max().unwrap_or(0);
     for entry in entries {
         let description = entry.description().unwrap_or("").replace('\n', " ");

@@ -597,5 +597,4 @@ mod tests {
             Some("alpha".to_owned())
         );
     }
-
 }

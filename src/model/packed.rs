@@ -69,7 +69,10 @@ impl PackedCatalog {
             let attr = put_string(&mut strings, &entry.attr_path)?;
             let name = put_string(&mut strings, &entry.name)?;
             let system = match entry.system.as_deref() {
-                None => Span { offset: NONE, length: 0 },
+                None => Span {
+                    offset: NONE,
+                    length: 0,
+                },
                 Some(system) => match systems.get(system) {
                     Some(span) => *span,
                     None => {
@@ -80,7 +83,10 @@ impl PackedCatalog {
                 },
             };
             let description = match entry.description() {
-                None => Span { offset: NONE, length: 0 },
+                None => Span {
+                    offset: NONE,
+                    length: 0,
+                },
                 Some(text) => put_string(&mut strings, text)?,
             };
             let detail_start =
@@ -101,8 +107,7 @@ impl PackedCatalog {
             u32::try_from(strings.len()).map_err(|_| TooLarge { what: "strings" })?;
         let details_length =
             u32::try_from(details.len()).map_err(|_| TooLarge { what: "details" })?;
-        let mut out =
-            Vec::with_capacity(16 + 12 + records.len() + strings.len() + details.len());
+        let mut out = Vec::with_capacity(16 + 12 + records.len() + strings.len() + details.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&count.to_le_bytes());
         out.extend_from_slice(&records);
@@ -136,10 +141,9 @@ impl PackedCatalog {
             details_start,
             bytes,
         };
-        let strings = std::str::from_utf8(
-            packed.bytes.get(packed.strings_start..packed.strings_end)?,
-        )
-        .ok()?;
+        let strings =
+            std::str::from_utf8(packed.bytes.get(packed.strings_start..packed.strings_end)?)
+                .ok()?;
         for index in 0..count {
             for field in 0..4 {
                 let span = packed.span(index, field);
@@ -148,7 +152,10 @@ impl PackedCatalog {
                 }
                 let start = span.offset as usize;
                 let end = start.checked_add(span.length as usize)?;
-                if end > strings.len() || !strings.is_char_boundary(start) || !strings.is_char_boundary(end) {
+                if end > strings.len()
+                    || !strings.is_char_boundary(start)
+                    || !strings.is_char_boundary(end)
+                {
                     return None;
                 }
             }
@@ -483,7 +490,10 @@ mod tests {
     fn every_truncation_and_bad_string_is_rejected() {
         let bytes = PackedCatalog::pack(&sample()).expect("packs");
         for cut in 0..bytes.len() {
-            assert!(PackedCatalog::from_bytes(bytes[..cut].to_vec()).is_none(), "cut {cut}");
+            assert!(
+                PackedCatalog::from_bytes(bytes[..cut].to_vec()).is_none(),
+                "cut {cut}"
+            );
         }
         let valid = PackedCatalog::from_bytes(bytes.clone()).expect("valid");
         // Break UTF-8 inside the strings section: `é` is two bytes, overwrite the second.

@@ -220,7 +220,7 @@ fn adjust_heap<T: Copy>(
         items[first + hole] = items[first + second_child];
         hole = second_child;
     }
-    if length % 2 == 0 && second_child == (length - 2) / 2 {
+    if length.is_multiple_of(2) && second_child == (length - 2) / 2 {
         second_child = 2 * (second_child + 1);
         items[first + hole] = items[first + second_child - 1];
         hole = second_child - 1;

@@ -391,7 +391,7 @@ mod tests {
 
     #[test]
     fn ties_keep_the_first_and_warn_only_without_version() {
-        let entries = vec![
+        let entries = [
             entry("a", "dup", HOST, None),
             entry("b", "dup", HOST, None),
             entry("c", "ver-1.0", HOST, None),

@@ -51,9 +51,7 @@ pub(super) fn lookup(directory: &Path, path: &Path, metadata: &Metadata) -> Opti
     let hash_hex = fields.next()?;
     let current = identity(metadata);
     let last_change = current[3].max(current[4]);
-    if recorded_identity != current
-        || recorded_at <= last_change + RACY_WINDOW.as_nanos() as i128
-    {
+    if recorded_identity != current || recorded_at <= last_change + RACY_WINDOW.as_nanos() as i128 {
         return None;
     }
     let mut hash = [0u8; 32];
@@ -75,7 +73,10 @@ pub(super) fn record(directory: &Path, path: &Path, metadata: &Metadata, content
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as i128);
     let [dev, ino, size, mtime, ctime] = identity(metadata);
-    let line = format!("v1 {dev} {ino} {size} {mtime} {ctime} {now} {}\n", hex(content_hash));
+    let line = format!(
+        "v1 {dev} {ino} {size} {mtime} {ctime} {now} {}\n",
+        hex(content_hash)
+    );
     let _ = file
         .parent()
         .map(fs_err::create_dir_all)
@@ -120,9 +121,19 @@ mod tests {
         let metadata = std::fs::metadata(&file).expect("stat");
         let memo = memo_file(directory.path(), &file).expect("memo path");
         fs_err::create_dir_all(memo.parent().expect("parent")).expect("mkdir");
-        for garbage in ["", "v1", "v2 1 2 3 4 5 6 x", "v1 a b c d e f g", "v1 1 2 3 4 5 6 zz"] {
+        for garbage in [
+            "",
+            "v1",
+            "v2 1 2 3 4 5 6 x",
+            "v1 a b c d e f g",
+            "v1 1 2 3 4 5 6 zz",
+        ] {
             fs_err::write(&memo, garbage).expect("write memo");
-            assert_eq!(lookup(directory.path(), &file, &metadata), None, "{garbage:?}");
+            assert_eq!(
+                lookup(directory.path(), &file, &metadata),
+                None,
+                "{garbage:?}"
+            );
         }
     }
 }

@@ -215,7 +215,10 @@ pub fn load_channel(path: &Path) -> Result<Vec<CatalogEntry>, SourceError> {
 /// reading and hashing a large file on every query, a memo maps the file's identity (device,
 /// inode, size, modification and change times) to its content hash; see [`memo`] for when the
 /// memo is trusted.
-pub fn load_catalog_json(path: &Path, cache: &CacheDirectory) -> Result<PackedCatalog, SourceError> {
+pub fn load_catalog_json(
+    path: &Path,
+    cache: &CacheDirectory,
+) -> Result<PackedCatalog, SourceError> {
     let metadata = std::fs::metadata(path).map_err(read_error(path))?;
     if let Some(directory) = &cache.0
         && let Some(content_hash) = memo::lookup(directory, path, &metadata)
@@ -235,13 +238,19 @@ pub fn load_catalog_json(path: &Path, cache: &CacheDirectory) -> Result<PackedCa
         let offset = error.valid_up_to();
         let before = &bytes[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         SourceError::CatalogJson {
             path: path.to_owned(),
             error: CatalogJsonError {
                 message: "invalid UTF-8".to_owned(),
                 line,
-                column: String::from_utf8_lossy(&before[line_start..]).chars().count() + 1,
+                column: String::from_utf8_lossy(&before[line_start..])
+                    .chars()
+                    .count()
+                    + 1,
             },
         }
     })?;
@@ -255,8 +264,9 @@ pub fn load_catalog_json(path: &Path, cache: &CacheDirectory) -> Result<PackedCa
         // Best effort: a read-only or full disk costs speed, not correctness.
         let mut contents = packed.as_bytes().to_vec();
         contents.extend_from_slice(&content_hash);
-        let written = fs_err::create_dir_all(directory)
-            .and_then(|()| crate::fs::write_atomic(&cache_file(directory, &content_hash), &contents));
+        let written = fs_err::create_dir_all(directory).and_then(|()| {
+            crate::fs::write_atomic(&cache_file(directory, &content_hash), &contents)
+        });
         if written.is_ok() {
             memo::record(directory, path, &metadata, &content_hash);
         }
@@ -294,7 +304,9 @@ mod tests {
     use super::*;
 
     fn names(packed: &PackedCatalog) -> Vec<String> {
-        (0..packed.len()).map(|i| packed.name(i).to_owned()).collect()
+        (0..packed.len())
+            .map(|i| packed.name(i).to_owned())
+            .collect()
     }
 
     #[test]
@@ -311,7 +323,13 @@ mod tests {
         let packed_files = |dir: &Path| {
             fs_err::read_dir(dir)
                 .expect("cache")
-                .filter(|e| e.as_ref().expect("entry").path().extension().is_some_and(|x| x == "packed"))
+                .filter(|e| {
+                    e.as_ref()
+                        .expect("entry")
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "packed")
+                })
                 .count()
         };
         assert_eq!(packed_files(&cache_directory), 1);
@@ -334,7 +352,10 @@ mod tests {
                 fs_err::write(&path, b"garbage").expect("corrupt");
             }
         }
-        assert_eq!(names(&load_catalog_json(&catalog, &cache).expect("reload")), ["a-1"]);
+        assert_eq!(
+            names(&load_catalog_json(&catalog, &cache).expect("reload")),
+            ["a-1"]
+        );
     }
 
     #[test]
@@ -366,7 +387,8 @@ mod tests {
             fs_err::create_dir_all(directory.path().join(package)).expect("mkdir");
         }
         fs_err::write(directory.path().join("README.md"), "not a package").expect("write");
-        let packed = load_source(directory.path(), &CacheDirectory::default()).expect("channel loads");
+        let packed =
+            load_source(directory.path(), &CacheDirectory::default()).expect("channel loads");
         assert_eq!(names(&packed), ["hello-2.10", "hello-2.12"]);
 
         fs_err::write(
