@@ -8,7 +8,7 @@
 //! Layout, little-endian:
 //!
 //! ```text
-//! magic "declenv-packed-2" | count u32 | records: count × 48 bytes | strings: u32 len + UTF-8 | details: u32 len + bytes
+//! magic "declenv-packed-3" | count u32 | records: count × 48 bytes | strings: u32 len + UTF-8 | details: u32 len + bytes
 //! record: attr (u32 offset, u32 len) | name (u32, u32) | system (u32, u32; offset u32::MAX = none)
 //!         | description (u32, u32; offset u32::MAX = none) | selection priority i64
 //!         | details (u32 offset, u32 len)
@@ -22,7 +22,7 @@ use super::catalog::CatalogEntry;
 use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;
 
-const MAGIC: &[u8; 16] = b"declenv-packed-2";
+const MAGIC: &[u8; 16] = b"declenv-packed-3";
 const RECORD: usize = 48;
 const NONE: u32 = u32::MAX;
 
@@ -256,7 +256,13 @@ impl PackedCatalog {
             let output = reader.string()?;
             outputs.insert(output, reader.option()?);
         }
-        let meta = reader.map(0)?;
+        let mut meta = reader.map(0)?;
+        if let Some(description) = self.description(index) {
+            meta.insert(
+                "description".to_owned(),
+                Value::String(description.to_owned()),
+            );
+        }
         Some(CatalogEntry {
             attr_path: self.attr_path(index).to_owned(),
             name: self.name(index).to_owned(),
@@ -280,6 +286,8 @@ fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
     ))
 }
 
+/// Encodes what the columns do not hold. A string `meta.description` is already a column, so it
+/// is left out here and put back by [`PackedCatalog::entry`].
 fn encode_details(out: &mut Vec<u8>, entry: &CatalogEntry) {
     put_str(out, &entry.output_name);
     put_len(out, entry.outputs.len());
@@ -293,7 +301,15 @@ fn encode_details(out: &mut Vec<u8>, entry: &CatalogEntry) {
             }
         }
     }
-    put_map(out, &entry.meta);
+    let description_is_column = entry.description().is_some();
+    put_len(out, entry.meta.len() - usize::from(description_is_column));
+    for (key, value) in &entry.meta {
+        if description_is_column && key == "description" {
+            continue;
+        }
+        put_str(out, key);
+        put_value(out, value);
+    }
 }
 
 /// Lengths and counts as LEB128 varints: most strings are short.
