@@ -10,6 +10,7 @@
 //! | [`plan`] | pure | choosing packages from a catalog (Nix's selection rules) |
 //! | [`fs`] | I/O | atomic writes |
 //! | [`source`] | I/O | reading catalogs from disk, the parsed-catalog cache |
+//! | [`store`] | I/O | the embedded content-addressed store: NAR, store paths, registration |
 //! | `cli` (binary) | I/O | commands, output, diagnostics |
 
 #[doc(hidden)]
@@ -19,4 +20,5 @@ pub mod model;
 pub mod plan;
 pub mod selector;
 pub mod source;
+pub mod store;
 pub mod version;

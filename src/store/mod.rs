@@ -1,0 +1,605 @@
+//! The embedded content-addressed store: immutable trees under `ROOT/nix/store`, named as Nix
+//! names them, with declenv's own registry of which ones are valid.
+//!
+//! Owns `ROOT/nix/store` and `ROOT/nix/var/declenv/store/`: adding trees, validity, path
+//! information, verification and deletion. It must not decide what to keep (garbage
+//! collection policy belongs to its caller), touch profiles, or write outside its root.
+//!
+//! | path | what |
+//! |---|---|
+//! | `ROOT/nix/store/<hash>-<name>` | a tree, read-only (`0444`/`0555`, mtime 1), as Nix leaves it |
+//! | `ROOT/nix/store/.declenv-add-*`, `.declenv-delete-*` | a tree being added or deleted |
+//! | `ROOT/nix/var/declenv/store/valid/<hash>-<name>.json` | the registration that makes a path valid |
+//! | `ROOT/nix/var/declenv/store/lock` | the lock held while registrations change |
+//!
+//! The invariant behind crash safety: **a registration exists only for a complete, durable,
+//! read-only tree.** A tree is built under a temporary name, synced, and renamed into place
+//! before its registration is written; deletion removes the registration before touching
+//! the tree. A crash at any instant therefore leaves at worst an unregistered entry, which is
+//! invalid, replaced by the next add of the same path, and reported by
+//! [`EmbeddedStore::verify`].
+//!
+//! Paths are computed as `nix-store --add` computes them for the same store directory (the
+//! canonical absolute path of `ROOT/nix/store`), so the same tree gets the same path in
+//! declenv and in Nix.
+
+pub mod nar;
+pub mod nixbase32;
+pub mod path;
+mod references;
+mod registration;
+mod tree;
+
+pub use nar::{NarDigest, NarError};
+pub use path::{StoreDir, StorePath, StorePathError};
+pub use registration::PathInfo;
+
+use references::ReferenceScanner;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tree::Temporary;
+
+/// A store operation that failed; every variant names the path concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A filesystem operation failed.
+    #[error("cannot {action} `{}`", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done, as a verb phrase (`read`, `create`, `sync`, …).
+        action: &'static str,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The store directory's canonical path is not UTF-8; store paths are strings in Nix.
+    #[error("store directory `{}` is not valid UTF-8", path.display())]
+    NonUtf8StoreDir {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Adding a tree that contains the store itself would copy the store into itself.
+    #[error("cannot add `{}`: it contains the store directory `{}`", path.display(), store_dir.display())]
+    SourceContainsStore {
+        /// The tree to add.
+        path: PathBuf,
+        /// The store directory.
+        store_dir: PathBuf,
+    },
+    /// A socket, device or pipe in a tree to add: Nix cannot store these.
+    #[error("`{}` is a {kind}; the store holds only files, directories and symlinks", path.display())]
+    UnsupportedFileType {
+        /// The offending file.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// A tree could not be archived for hashing.
+    #[error("cannot hash `{}`", path.display())]
+    Archive {
+        /// The tree being added or checked.
+        path: PathBuf,
+        /// What went wrong, naming the file.
+        #[source]
+        source: NarError,
+    },
+    /// An invalid store path or name.
+    #[error(transparent)]
+    InvalidPath(#[from] StorePathError),
+    /// A path from another store directory.
+    #[error("`{path}` is not in the store `{store_dir}`")]
+    ForeignPath {
+        /// The path.
+        path: String,
+        /// This store's directory.
+        store_dir: String,
+    },
+    /// A registration file that cannot be read as one.
+    #[error("invalid registration `{}`: {problem}", path.display())]
+    Registration {
+        /// The registration file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Deleting a path another valid path refers to would break that path.
+    #[error("cannot delete `{path}`: `{referrer}` refers to it")]
+    StillReferenced {
+        /// The path to delete.
+        path: String,
+        /// A valid path that refers to it.
+        referrer: String,
+    },
+}
+
+impl StoreError {
+    /// A hint for the user, where one helps.
+    #[must_use]
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::UnsupportedFileType { .. } => {
+                Some("remove sockets, pipes and device files from the tree first".to_owned())
+            }
+            Self::StillReferenced { referrer, .. } => Some(format!("delete `{referrer}` first")),
+            Self::Registration { .. } => Some(
+                "the path counts as invalid until it is added again; `verify` lists every problem"
+                    .to_owned(),
+            ),
+            Self::InvalidPath(error) => error.hint(),
+            Self::Io { .. }
+            | Self::NonUtf8StoreDir { .. }
+            | Self::SourceContainsStore { .. }
+            | Self::Archive { .. }
+            | Self::ForeignPath { .. } => None,
+        }
+    }
+}
+
+/// A registered path whose tree no longer has the recorded archive hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptPath {
+    /// The path.
+    pub path: StorePath,
+    /// The hash and size recorded when it was added.
+    pub expected: NarDigest,
+    /// What the tree hashes to now, or why it cannot be hashed.
+    pub actual: Result<NarDigest, String>,
+}
+
+/// A file in the registration directory that is not a readable registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenRegistration {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// What [`EmbeddedStore::verify`] found. Every list is sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Registered paths whose trees matched their registration.
+    pub intact: Vec<StorePath>,
+    /// Registered paths whose trees are gone.
+    pub missing: Vec<StorePath>,
+    /// Registered paths whose trees changed.
+    pub corrupt: Vec<CorruptPath>,
+    /// `(referrer, reference)` pairs where the reference is not registered.
+    pub dangling_references: Vec<(StorePath, StorePath)>,
+    /// Unreadable registration files.
+    pub broken_registrations: Vec<BrokenRegistration>,
+    /// Entries of the store directory without a registration: leftovers of interrupted adds
+    /// or deletions (or of an add running concurrently with the verification).
+    pub unregistered: Vec<PathBuf>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty()
+            && self.corrupt.is_empty()
+            && self.dangling_references.is_empty()
+            && self.broken_registrations.is_empty()
+            && self.unregistered.is_empty()
+    }
+}
+
+/// A store laid out as a Nix chroot store under a root directory.
+#[derive(Debug, Clone)]
+pub struct EmbeddedStore {
+    /// The store directory string that store paths are computed with.
+    store_dir: StoreDir,
+    /// The same directory as a filesystem path.
+    store_directory: PathBuf,
+    /// Where registrations live.
+    valid_directory: PathBuf,
+    /// The lock file.
+    lock_path: PathBuf,
+}
+
+/// Feeds the archive to the hash and the reference scanner at once.
+struct NarSink {
+    hasher: Sha256,
+    scanner: ReferenceScanner,
+}
+
+impl Write for NarSink {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.hasher.update(bytes);
+        self.scanner.scan(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether a lock excludes other readers.
+#[derive(Clone, Copy)]
+enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+impl EmbeddedStore {
+    /// Opens the store under `root`, creating its directories if needed. The store directory
+    /// is canonicalised (symlinks resolved), because its string is part of every path's hash.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let store = root.join("nix").join("store");
+        let state = root.join("nix").join("var").join("declenv").join("store");
+        let valid_directory = state.join("valid");
+        for directory in [&store, &valid_directory] {
+            fs::create_dir_all(directory).map_err(io_error(directory, "create"))?;
+        }
+        let store_directory = fs::canonicalize(&store).map_err(io_error(&store, "resolve"))?;
+        let text = store_directory
+            .to_str()
+            .ok_or_else(|| StoreError::NonUtf8StoreDir {
+                path: store_directory.clone(),
+            })?;
+        let store_dir = StoreDir::new(text)?;
+        Ok(Self {
+            store_dir,
+            store_directory,
+            valid_directory,
+            lock_path: state.join("lock"),
+        })
+    }
+
+    /// The store directory string, as hashed into every path.
+    #[must_use]
+    pub fn store_dir(&self) -> &StoreDir {
+        &self.store_dir
+    }
+
+    /// Parses an absolute path in this store.
+    pub fn parse_path(&self, path: &str) -> Result<StorePath, StoreError> {
+        Ok(StorePath::from_absolute_path(self.store_dir.clone(), path)?)
+    }
+
+    /// Adds a copy of the tree at `source` under `name` and returns its path, which equals
+    /// what `nix-store --add` prints for a tree with that name in the same store directory.
+    /// Adding a tree that is already valid changes nothing.
+    ///
+    /// The copy is hashed, not `source`, so the store holds exactly what was hashed even if
+    /// `source` changes meanwhile. Its references are the valid paths whose hash parts occur
+    /// in its archive (file contents, symlink targets, names), as Nix scans build outputs.
+    pub fn add_tree(&self, source: &Path, name: &str) -> Result<StorePath, StoreError> {
+        path::validate_name(name)?;
+        self.refuse_source_containing_store(source)?;
+        let candidates = self.registered_paths()?.0;
+        let hash_parts: Vec<String> = candidates.iter().map(StorePath::hash_part).collect();
+        let temporary = Temporary::copy_of(&self.store_directory, source)?;
+        let mut sink = NarSink {
+            hasher: Sha256::new(),
+            scanner: ReferenceScanner::new(hash_parts.iter().map(String::as_str)),
+        };
+        let size = nar::dump(temporary.path(), &mut sink).map_err(|error| StoreError::Archive {
+            path: source.to_owned(),
+            source: error,
+        })?;
+        let nar = NarDigest {
+            sha256: sink.hasher.finalize().into(),
+            size,
+        };
+        let found: HashSet<String> = sink.scanner.found().collect();
+        let store_path = path::source_store_path(&self.store_dir, &nar.sha256, name)?;
+        tree::canonicalise(temporary.path())?;
+
+        let _lock = self.lock(LockMode::Exclusive)?;
+        let destination = self.disk_path(&store_path);
+        match self.load(&store_path) {
+            Ok(Some(_)) if exists(&destination)? => return Ok(store_path),
+            Ok(_) | Err(StoreError::Registration { .. }) => {}
+            Err(error) => return Err(error),
+        }
+        // Whatever is there is a leftover of an interrupted add or deletion.
+        tree::remove_tree(&destination)
+            .map_err(io_error(&destination, "remove the invalid leftover"))?;
+        temporary.persist(&destination)?;
+        tree::sync_directory(&self.store_directory)?;
+
+        // Paths deleted since the scan (or whose registration broke) are dropped, so that
+        // references are always valid paths.
+        let mut references = Vec::new();
+        for candidate in candidates {
+            if !found.contains(&candidate.hash_part()) {
+                continue;
+            }
+            match self.is_valid(&candidate) {
+                Ok(true) => references.push(candidate),
+                Ok(false) | Err(StoreError::Registration { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        references.sort();
+        let info = PathInfo {
+            path: store_path.clone(),
+            nar,
+            references,
+            registration_time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs()),
+        };
+        let registration_path = self.registration_path(&store_path);
+        crate::fs::write_atomic(&registration_path, &registration::encode(&info))
+            .map_err(io_error(&registration_path, "write"))?;
+        Ok(store_path)
+    }
+
+    /// Whether `path` is valid: registered, and its tree present.
+    pub fn is_valid(&self, path: &StorePath) -> Result<bool, StoreError> {
+        Ok(self.path_info(path)?.is_some())
+    }
+
+    /// What the store recorded about `path`, or `None` if it is not valid.
+    pub fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
+        self.check_store(path)?;
+        match self.load(path)? {
+            Some(info) if exists(&self.disk_path(path))? => Ok(Some(info)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every registered path, sorted.
+    pub fn valid_paths(&self) -> Result<Vec<StorePath>, StoreError> {
+        let mut paths = self.registered_paths()?.0;
+        paths.sort();
+        Ok(paths)
+    }
+
+    /// Checks every registered path against its registration and lists what is wrong,
+    /// changing nothing. Re-hashes every tree, so it reads the whole store.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let mut report = VerifyReport::default();
+        let (registered, broken) = self.registered_paths()?;
+        report.broken_registrations = broken;
+        let registered_names: HashSet<String> =
+            registered.iter().map(StorePath::base_name).collect();
+        let mut infos = Vec::new();
+        for path in &registered {
+            match self.load(path) {
+                Ok(Some(info)) => infos.push(info),
+                Ok(None) => {}
+                Err(StoreError::Registration { path, problem }) => {
+                    report
+                        .broken_registrations
+                        .push(BrokenRegistration { path, problem });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let valid: HashSet<&StorePath> = infos.iter().map(|info| &info.path).collect();
+        for info in &infos {
+            let destination = self.disk_path(&info.path);
+            if !exists(&destination)? {
+                report.missing.push(info.path.clone());
+                continue;
+            }
+            match nar::hash_path(&destination) {
+                Ok(actual) if actual == info.nar => report.intact.push(info.path.clone()),
+                actual => report.corrupt.push(CorruptPath {
+                    path: info.path.clone(),
+                    expected: info.nar,
+                    actual: actual.map_err(|error| error_chain(&error)),
+                }),
+            }
+            for reference in &info.references {
+                if !valid.contains(reference) {
+                    report
+                        .dangling_references
+                        .push((info.path.clone(), reference.clone()));
+                }
+            }
+        }
+        let entries =
+            fs::read_dir(&self.store_directory).map_err(io_error(&self.store_directory, "read"))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error(&self.store_directory, "read"))?;
+            let name = entry.file_name();
+            let registered = name
+                .to_str()
+                .is_some_and(|name| registered_names.contains(name));
+            if !registered {
+                report.unregistered.push(entry.path());
+            }
+        }
+        report.intact.sort();
+        report.missing.sort();
+        report
+            .corrupt
+            .sort_by(|left, right| left.path.cmp(&right.path));
+        report.dangling_references.sort();
+        report
+            .broken_registrations
+            .sort_by(|left, right| left.path.cmp(&right.path));
+        report.unregistered.sort();
+        Ok(report)
+    }
+
+    /// Deletes `path`: its registration first, then its tree. Deleting a path that is not
+    /// there is not an error; deleting one that another valid path refers to is.
+    ///
+    /// The tree is renamed to a temporary name before it is removed, so an interrupted
+    /// deletion leaves a leftover that cannot be mistaken for the path.
+    pub fn delete(&self, path: &StorePath) -> Result<(), StoreError> {
+        self.check_store(path)?;
+        let _lock = self.lock(LockMode::Exclusive)?;
+        for other in self.registered_paths()?.0 {
+            if &other == path {
+                continue;
+            }
+            // A broken registration cannot protect anything; `verify` reports it.
+            if let Ok(Some(info)) = self.load(&other)
+                && info.references.contains(path)
+            {
+                return Err(StoreError::StillReferenced {
+                    path: path.to_string(),
+                    referrer: other.to_string(),
+                });
+            }
+        }
+        let registration_path = self.registration_path(path);
+        match fs::remove_file(&registration_path) {
+            Ok(()) => tree::sync_directory(&self.valid_directory)?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error(&registration_path, "remove")(error)),
+        }
+        let destination = self.disk_path(path);
+        if !exists(&destination)? {
+            return Ok(());
+        }
+        let (_, renamed) = tempfile::Builder::new()
+            .prefix(tree::DELETE_PREFIX)
+            .make_in(&self.store_directory, |temporary| {
+                fs::rename(&destination, temporary)
+            })
+            .map_err(io_error(&destination, "move aside"))?
+            .into_parts();
+        let renamed = renamed.keep().map_err(|error| StoreError::Io {
+            path: destination.clone(),
+            action: "move aside",
+            source: error.error,
+        })?;
+        tree::sync_directory(&self.store_directory)?;
+        tree::remove_tree(&renamed).map_err(io_error(&renamed, "remove"))?;
+        tree::sync_directory(&self.store_directory)
+    }
+
+    /// Where `path` lives on disk.
+    fn disk_path(&self, path: &StorePath) -> PathBuf {
+        self.store_directory.join(path.base_name())
+    }
+
+    fn registration_path(&self, path: &StorePath) -> PathBuf {
+        self.valid_directory.join(registration::file_name(path))
+    }
+
+    fn check_store(&self, path: &StorePath) -> Result<(), StoreError> {
+        if path.store_dir() == &self.store_dir {
+            Ok(())
+        } else {
+            Err(StoreError::ForeignPath {
+                path: path.to_string(),
+                store_dir: self.store_dir.to_string(),
+            })
+        }
+    }
+
+    /// Reads the registration of `path`, if there is one.
+    fn load(&self, path: &StorePath) -> Result<Option<PathInfo>, StoreError> {
+        let registration_path = self.registration_path(path);
+        let bytes = match fs::read(&registration_path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io_error(&registration_path, "read")(error)),
+        };
+        registration::decode(&bytes, &self.store_dir, path)
+            .map(Some)
+            .map_err(|problem| StoreError::Registration {
+                path: registration_path,
+                problem,
+            })
+    }
+
+    /// The paths with a registration file, and the files in the registration directory that
+    /// cannot be registrations.
+    fn registered_paths(&self) -> Result<(Vec<StorePath>, Vec<BrokenRegistration>), StoreError> {
+        let mut paths = Vec::new();
+        let mut broken = Vec::new();
+        let entries =
+            fs::read_dir(&self.valid_directory).map_err(io_error(&self.valid_directory, "read"))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error(&self.valid_directory, "read"))?;
+            let file_name = entry.file_name();
+            let parsed = file_name
+                .to_str()
+                .and_then(|name| name.strip_suffix(registration::SUFFIX))
+                .ok_or_else(|| format!("not named `<hash>-<name>{}`", registration::SUFFIX))
+                .and_then(|base_name| {
+                    StorePath::from_base_name(self.store_dir.clone(), base_name)
+                        .map_err(|error| error.to_string())
+                });
+            match parsed {
+                Ok(path) => paths.push(path),
+                Err(problem) => broken.push(BrokenRegistration {
+                    path: entry.path(),
+                    problem,
+                }),
+            }
+        }
+        Ok((paths, broken))
+    }
+
+    fn refuse_source_containing_store(&self, source: &Path) -> Result<(), StoreError> {
+        let metadata = fs::symlink_metadata(source).map_err(io_error(source, "read"))?;
+        if !metadata.is_dir() {
+            return Ok(());
+        }
+        let canonical = fs::canonicalize(source).map_err(io_error(source, "resolve"))?;
+        if self.store_directory.starts_with(&canonical) {
+            return Err(StoreError::SourceContainsStore {
+                path: source.to_owned(),
+                store_dir: self.store_directory.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the store lock; it is released when the returned file is dropped.
+    fn lock(&self, mode: LockMode) -> Result<File, StoreError> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(io_error(&self.lock_path, "open"))?;
+        match mode {
+            LockMode::Shared => file.lock_shared(),
+            LockMode::Exclusive => file.lock(),
+        }
+        .map_err(io_error(&self.lock_path, "lock"))?;
+        Ok(file)
+    }
+}
+
+fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::Io {
+        path,
+        action,
+        source,
+    }
+}
+
+/// Whether anything (even a dangling symlink) is at `path`.
+fn exists(path: &Path) -> Result<bool, StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(io_error(path, "read")(error)),
+    }
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        text.push_str(": ");
+        text.push_str(&current.to_string());
+        cause = current.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests;
