@@ -5,6 +5,7 @@
 //! [`report_error`] prints `error:`, the causes, then `hint:` lines.
 
 mod search;
+mod store;
 
 use anstream::{eprintln, stderr};
 use clap::{Parser, Subcommand};
@@ -44,6 +45,9 @@ struct GlobalArgs {
 enum Command {
     /// Search the available packages
     Search(search::SearchArgs),
+    /// Work with the embedded store
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// Settings resolved once from the command line and the environment.
@@ -65,6 +69,16 @@ impl Settings {
                 .map(|data| data.join("declenv"))
         });
         Self { root }
+    }
+
+    /// The root, or an error saying how to set one.
+    fn require_root(&self) -> anyhow::Result<&std::path::Path> {
+        self.root.as_deref().ok_or_else(|| {
+            anyhow::Error::new(Hinted {
+                message: "no root directory: `HOME` and `XDG_DATA_HOME` are unset".to_owned(),
+                hint: "pass `--root DIR` or set `DECLENV_ROOT`".to_owned(),
+            })
+        })
     }
 
     /// Where parsed catalogs are cached, versioned so a format change starts afresh.
@@ -93,6 +107,7 @@ pub fn main() -> ExitCode {
     let settings = Settings::resolve(&cli.global);
     let result = match cli.command {
         Command::Search(args) => search::run(&settings, &args),
+        Command::Store(command) => store::run(&settings, &command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
@@ -135,11 +150,20 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
         if let Some(source_error) = cause.downcast_ref::<crate::source::SourceError>() {
             hints.extend(source_error.hint());
         }
+        if let Some(store_error) = cause.downcast_ref::<crate::store::StoreError>() {
+            hints.extend(store_error.hint());
+        }
         if let Some(hinted) = cause.downcast_ref::<Hinted>() {
             hints.push(hinted.hint.clone());
         }
     }
     hints
+}
+
+/// The version of a JSON report's format, so scripts can tell formats apart.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Schema {
+    pub(crate) version: u32,
 }
 
 /// An error raised by a command with a hint attached at the call site.

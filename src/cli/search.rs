@@ -1,6 +1,6 @@
 //! `declenv search`: find packages in the configured sources.
 
-use super::{Hinted, Outcome, Settings};
+use super::{Hinted, Outcome, Schema, Settings};
 use crate::model::catalog::EntryRef;
 use crate::plan::select::{SelectionError, filter_by_selectors, sort_for_query};
 use crate::source::{host_system, load_catalog};
@@ -37,11 +37,6 @@ pub(crate) struct SearchArgs {
 struct Report<'a> {
     schema: Schema,
     packages: Vec<PackageRow<'a>>,
-}
-
-#[derive(Serialize)]
-struct Schema {
-    version: u32,
 }
 
 #[derive(Serialize)]
