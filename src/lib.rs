@@ -7,8 +7,9 @@
 //! | [`version`] | pure | Nix version ordering, `splitVersion`, `DrvName` |
 //! | [`selector`] | pure | `nix-env` selectors (ERE name part, exact version part) |
 //! | [`model`] | pure | catalog entries and their parsers (JSON, channel metadata) |
-//! | [`plan`] | pure | choosing packages from a catalog (Nix's selection rules) |
+//! | [`plan`] | pure | choosing packages (Nix's selection rules), generation numbering and policies |
 //! | [`fs`] | I/O | atomic writes |
+//! | [`profile`] | I/O | generations: links, the profile lock, switching, deletion, metadata |
 //! | [`source`] | I/O | reading catalogs from disk, the parsed-catalog cache |
 //! | [`store`] | I/O | the embedded content-addressed store: NAR, store paths, registration |
 //! | `cli` (binary) | I/O | commands, output, diagnostics |
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod fs;
 pub mod model;
 pub mod plan;
+pub mod profile;
 pub mod selector;
 pub mod source;
 pub mod store;

@@ -3,4 +3,5 @@
 //! Pure functions from values to values, unit-tested without a disk.
 
 pub mod cxx_sort;
+pub mod generations;
 pub mod select;
