@@ -4,10 +4,12 @@
 //! Commands are thin: they resolve settings, call the library and print. The one renderer in
 //! [`report_error`] prints `error:`, the causes, then `hint:` lines.
 
+mod generations;
 mod search;
 mod store;
 
 use anstream::{eprintln, stderr};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use owo_colors::OwoColorize;
 use std::io::{self, Write};
@@ -48,6 +50,11 @@ enum Command {
     /// Work with the embedded store
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// List, switch to and delete generations of the profile
+    #[command(subcommand)]
+    Generations(generations::GenerationsCommand),
+    /// Switch the profile back to the previous generation
+    Rollback(generations::RollbackArgs),
 }
 
 /// Settings resolved once from the command line and the environment.
@@ -55,6 +62,8 @@ enum Command {
 pub(crate) struct Settings {
     /// The root directory, when one could be determined.
     root: Option<PathBuf>,
+    /// The profile given with `--profile`.
+    profile: Option<PathBuf>,
 }
 
 impl Settings {
@@ -68,7 +77,20 @@ impl Settings {
                 })
                 .map(|data| data.join("declenv"))
         });
-        Self { root }
+        Self {
+            root,
+            profile: global.profile.clone(),
+        }
+    }
+
+    /// The profile to manage: `--profile`, or `ROOT/nix/var/nix/profiles/default` (where Nix
+    /// keeps root's default profile in a store of the same layout).
+    fn profile_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.profile {
+            Some(path) => Ok(std::path::absolute(path)
+                .with_context(|| format!("cannot resolve profile `{}`", path.display()))?),
+            None => Ok(self.require_root()?.join("nix/var/nix/profiles/default")),
+        }
     }
 
     /// The root, or an error saying how to set one.
@@ -108,6 +130,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Search(args) => search::run(&settings, &args),
         Command::Store(command) => store::run(&settings, &command),
+        Command::Generations(command) => generations::run(&settings, &command),
+        Command::Rollback(args) => generations::rollback(&settings, &args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
@@ -149,6 +173,9 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
     for cause in error.chain() {
         if let Some(source_error) = cause.downcast_ref::<crate::source::SourceError>() {
             hints.extend(source_error.hint());
+        }
+        if let Some(profile_error) = cause.downcast_ref::<crate::profile::ProfileError>() {
+            hints.extend(profile_error.hint());
         }
         if let Some(store_error) = cause.downcast_ref::<crate::store::StoreError>() {
             hints.extend(store_error.hint());

@@ -1,0 +1,161 @@
+//! `declenv generations …` and `declenv rollback`: list, switch, roll back and delete
+//! generations of a profile, with Nix's numbering and rules.
+
+use super::{Outcome, Schema, Settings};
+use crate::plan::generations::DeletePolicy;
+use crate::profile::{LockOptions, Profile, ProfileLayout, ProfileMessage};
+use anyhow::Context as _;
+use owo_colors::OwoColorize;
+use serde::Serialize;
+use std::io::{BufWriter, Write};
+
+/// `declenv generations` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum GenerationsCommand {
+    /// List the generations of the profile, oldest first, marking the current one
+    List {
+        /// Print JSON (with each generation's target, command and parent)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch the profile to generation N
+    Switch {
+        /// The generation number
+        #[arg(value_name = "N")]
+        number: String,
+        /// Say what would happen; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete generations: `old` (all but the current), `+N` (keep the current and the N-1
+    /// before it), `Nd` (older than N days, keeping the one active then), or numbers
+    Delete {
+        /// What to delete, in `nix-env --delete-generations` syntax
+        #[arg(required = true, value_name = "SPEC", allow_hyphen_values = false)]
+        specs: Vec<String>,
+        /// Say what would be deleted; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Arguments of `declenv rollback`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RollbackArgs {
+    /// Say what would happen; change nothing
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn open_profile(settings: &Settings) -> anyhow::Result<Profile> {
+    let root = settings.require_root()?;
+    let path = settings.profile_path()?;
+    Ok(Profile::new(&path, ProfileLayout::under_root(root))?)
+}
+
+/// Prints a profile message in declenv's words (the `env` command prints Nix's instead).
+fn report(message: &ProfileMessage) {
+    let text = match message {
+        ProfileMessage::WaitingForLock { profile } => {
+            format!("waiting for the lock on profile `{}`", profile.display())
+        }
+        ProfileMessage::Switching(switch) => match switch.from {
+            Some(from) => format!("switching from generation {from} to {}", switch.to),
+            None => format!("switching to generation {}", switch.to),
+        },
+        ProfileMessage::Removing { number } => format!("removing generation {number}"),
+        ProfileMessage::WouldRemove { number } => format!("would remove generation {number}"),
+    };
+    anstream::eprintln!("{}", text.dimmed());
+}
+
+pub(crate) fn run(settings: &Settings, command: &GenerationsCommand) -> anyhow::Result<Outcome> {
+    let profile = open_profile(settings)?;
+    match command {
+        GenerationsCommand::List { json } => list(&profile, *json),
+        GenerationsCommand::Switch { number, dry_run } => {
+            let requested =
+                crate::plan::generations::parse_switch_generation_arguments(&[number.as_str()])
+                    .with_context(|| format!("invalid generation number `{number}`"))?;
+            profile.switch_generation(requested, *dry_run, LockOptions::default(), &mut report)?;
+            Ok(Outcome::Success)
+        }
+        GenerationsCommand::Delete { specs, dry_run } => {
+            let policy = DeletePolicy::parse(specs)
+                .with_context(|| format!("invalid generation spec `{}`", specs.join(" ")))?;
+            let now = jiff::Timestamp::now().as_second();
+            let deleted = profile.delete_generations(
+                &policy,
+                now,
+                *dry_run,
+                LockOptions::default(),
+                &mut report,
+            )?;
+            if deleted.is_empty() {
+                anstream::eprintln!("{}", "no generation to delete".dimmed());
+            }
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+pub(crate) fn rollback(settings: &Settings, args: &RollbackArgs) -> anyhow::Result<Outcome> {
+    let profile = open_profile(settings)?;
+    profile.rollback(args.dry_run, LockOptions::default(), &mut report)?;
+    Ok(Outcome::Success)
+}
+
+#[derive(Serialize)]
+struct ListJson {
+    schema: Schema,
+    profile: String,
+    current: Option<u32>,
+    generations: Vec<GenerationJson>,
+}
+
+#[derive(Serialize)]
+struct GenerationJson {
+    number: u32,
+    created: String,
+    current: bool,
+    target: Option<String>,
+    command: Option<Vec<String>>,
+    parent: Option<u32>,
+}
+
+fn list(profile: &Profile, json: bool) -> anyhow::Result<Outcome> {
+    let generations = profile.list_generations(LockOptions::default(), &mut report)?;
+    let stdout = anstream::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if json {
+        let mut rows = Vec::with_capacity(generations.entries.len());
+        for entry in &generations.entries {
+            let metadata = profile.read_metadata(entry)?;
+            let link = profile.directory().join(&entry.file_name);
+            rows.push(GenerationJson {
+                number: entry.number,
+                created: jiff::Timestamp::from_second(entry.creation_time)
+                    .map(|time| time.to_string())
+                    .unwrap_or_default(),
+                current: generations.current == Some(entry.number),
+                target: std::fs::read_link(&link)
+                    .ok()
+                    .map(|target| target.display().to_string()),
+                command: metadata.as_ref().map(|metadata| metadata.command.clone()),
+                parent: metadata.and_then(|metadata| metadata.parent),
+            });
+        }
+        let document = ListJson {
+            schema: Schema { version: 1 },
+            profile: profile.path().display().to_string(),
+            current: generations.current,
+            generations: rows,
+        };
+        serde_json::to_writer_pretty(&mut out, &document)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(generations.render_list_local().as_bytes())?;
+    }
+    out.flush()?;
+    Ok(Outcome::Success)
+}
