@@ -4,6 +4,7 @@
 //! Commands are thin: they resolve settings, call the library and print. The one renderer in
 //! [`report_error`] prints `error:`, the causes, then `hint:` lines.
 
+mod gc;
 mod generations;
 mod search;
 mod store;
@@ -55,6 +56,8 @@ enum Command {
     Generations(generations::GenerationsCommand),
     /// Switch the profile back to the previous generation
     Rollback(generations::RollbackArgs),
+    /// Delete store paths that no generation or GC root reaches
+    Gc(gc::GcArgs),
 }
 
 /// Settings resolved once from the command line and the environment.
@@ -132,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Store(command) => store::run(&settings, &command),
         Command::Generations(command) => generations::run(&settings, &command),
         Command::Rollback(args) => generations::rollback(&settings, &args),
+        Command::Gc(args) => gc::run(&settings, &args),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

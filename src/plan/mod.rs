@@ -3,5 +3,6 @@
 //! Pure functions from values to values, unit-tested without a disk.
 
 pub mod cxx_sort;
+pub mod gc;
 pub mod generations;
 pub mod select;

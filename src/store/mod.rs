@@ -23,6 +23,7 @@
 //! canonical absolute path of `ROOT/nix/store`), so the same tree gets the same path in
 //! declenv and in Nix.
 
+pub mod gc;
 pub mod nar;
 pub mod nixbase32;
 pub mod path;
@@ -431,15 +432,25 @@ impl EmbeddedStore {
     /// The tree is renamed to a temporary name before it is removed, so an interrupted
     /// deletion leaves a leftover that cannot be mistaken for the path.
     pub fn delete(&self, path: &StorePath) -> Result<(), StoreError> {
-        self.check_store(path)?;
+        self.delete_many(std::slice::from_ref(path))
+    }
+
+    /// Deletes several paths under one lock, in the order given (referrers before what they
+    /// refer to). Refuses, before deleting anything, when a valid path outside `paths` refers
+    /// to one of them.
+    pub fn delete_many(&self, paths: &[StorePath]) -> Result<(), StoreError> {
+        for path in paths {
+            self.check_store(path)?;
+        }
         let _lock = self.lock(LockMode::Exclusive)?;
+        let doomed: std::collections::HashSet<&StorePath> = paths.iter().collect();
         for other in self.registered_paths()?.0 {
-            if &other == path {
+            if doomed.contains(&other) {
                 continue;
             }
             // A broken registration cannot protect anything; `verify` reports it.
             if let Ok(Some(info)) = self.load(&other)
-                && info.references.contains(path)
+                && let Some(path) = info.references.iter().find(|r| doomed.contains(r))
             {
                 return Err(StoreError::StillReferenced {
                     path: path.to_string(),
@@ -447,31 +458,101 @@ impl EmbeddedStore {
                 });
             }
         }
+        for path in paths {
+            self.delete_locked(path)?;
+        }
+        Ok(())
+    }
+
+    /// Removes one path's registration, then its tree; the caller holds the lock.
+    fn delete_locked(&self, path: &StorePath) -> Result<(), StoreError> {
         let registration_path = self.registration_path(path);
         match fs::remove_file(&registration_path) {
             Ok(()) => tree::sync_directory(&self.valid_directory)?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(io_error(&registration_path, "remove")(error)),
         }
-        let destination = self.disk_path(path);
-        if !exists(&destination)? {
+        self.remove_entry(&self.disk_path(path))
+    }
+
+    /// Moves an entry of the store directory aside, then removes it, so an interrupted removal
+    /// leaves a leftover that cannot be mistaken for a path.
+    fn remove_entry(&self, destination: &Path) -> Result<(), StoreError> {
+        if !exists(destination)? {
             return Ok(());
         }
         let (_, renamed) = tempfile::Builder::new()
             .prefix(tree::DELETE_PREFIX)
             .make_in(&self.store_directory, |temporary| {
-                fs::rename(&destination, temporary)
+                fs::rename(destination, temporary)
             })
-            .map_err(io_error(&destination, "move aside"))?
+            .map_err(io_error(destination, "move aside"))?
             .into_parts();
         let renamed = renamed.keep().map_err(|error| StoreError::Io {
-            path: destination.clone(),
+            path: destination.to_owned(),
             action: "move aside",
             source: error.error,
         })?;
         tree::sync_directory(&self.store_directory)?;
         tree::remove_tree(&renamed).map_err(io_error(&renamed, "remove"))?;
         tree::sync_directory(&self.store_directory)
+    }
+
+    /// Removes an entry of the store directory that has no registration (a leftover of an
+    /// interrupted add or delete). Refuses anything outside the store directory and any
+    /// registered path. An add fills its temporary directory and renames it into place before
+    /// it takes the lock to register it, so any unregistered entry younger than `min_age` may
+    /// belong to an add in progress and is spared; a `.declenv-delete-` entry cannot (deletions
+    /// hold the lock throughout) and is always removed.
+    pub fn remove_leftover(
+        &self,
+        entry: &Path,
+        min_age: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let _lock = self.lock(LockMode::Exclusive)?;
+        let Some(name) = entry.file_name().and_then(|name| name.to_str()) else {
+            return Ok(false);
+        };
+        if entry.parent() != Some(self.store_directory.as_path()) {
+            return Ok(false);
+        }
+        if let Ok(path) = StorePath::from_base_name(self.store_dir.clone(), name)
+            && exists(&self.registration_path(&path))?
+        {
+            return Ok(false);
+        }
+        if !name.starts_with(tree::DELETE_PREFIX) {
+            let modified = fs::symlink_metadata(entry)
+                .and_then(|metadata| metadata.modified())
+                .map_err(io_error(entry, "inspect"))?;
+            if modified.elapsed().unwrap_or_default() < min_age {
+                return Ok(false);
+            }
+        }
+        self.remove_entry(entry)?;
+        Ok(true)
+    }
+
+    /// Entries of the store directory that no registration accounts for.
+    pub fn verify_leftovers(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let registered: std::collections::HashSet<String> = self
+            .registered_paths()?
+            .0
+            .iter()
+            .map(|path| path.base_name().to_owned())
+            .collect();
+        let mut leftovers = Vec::new();
+        let entries =
+            fs::read_dir(&self.store_directory).map_err(io_error(&self.store_directory, "read"))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error(&self.store_directory, "read"))?;
+            let name = entry.file_name();
+            if name.to_str().is_none_or(|name| !registered.contains(name)) {
+                leftovers.push(entry.path());
+            }
+        }
+        leftovers.sort();
+        Ok(leftovers)
     }
 
     /// Where `path` lives on disk.

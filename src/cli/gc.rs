@@ -1,0 +1,177 @@
+//! `declenv gc`: delete store paths no profile generation or GC root reaches.
+
+use super::{Outcome, Schema, Settings};
+use crate::plan::generations::DeletePolicy;
+use crate::profile::{LockOptions, Profile, ProfileLayout, ProfileMessage};
+use crate::store::gc;
+use owo_colors::OwoColorize;
+use serde::Serialize;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Arguments of `declenv gc`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GcArgs {
+    /// Say what would be deleted; delete nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the paths that would be deleted, one per line; delete nothing
+    #[arg(long, conflicts_with = "print_live")]
+    print_dead: bool,
+    /// Print the paths that are kept alive, one per line; delete nothing
+    #[arg(long)]
+    print_live: bool,
+    /// First delete every generation but the current one of every profile under the root
+    /// (like `nix-collect-garbage -d`)
+    #[arg(long)]
+    delete_old: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct GcJson {
+    schema: Schema,
+    dry_run: bool,
+    deleted_generations: Vec<DeletedGenerations>,
+    live: Vec<String>,
+    dead: Vec<String>,
+    dead_bytes: u64,
+    leftovers: Vec<String>,
+    stale_roots: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct DeletedGenerations {
+    profile: String,
+    generations: Vec<u32>,
+}
+
+/// Profiles under `directory`: symlinks whose target is a generation link of their own name.
+fn profiles_under(directory: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![directory.to_owned()];
+    while let Some(directory) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&directory) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(path),
+                Ok(kind) if kind.is_symlink() => {
+                    let name = entry.file_name();
+                    let is_profile = std::fs::read_link(&path).is_ok_and(|target| {
+                        crate::plan::generations::parse_current_generation(
+                            name.as_encoded_bytes(),
+                            target.as_os_str().as_encoded_bytes(),
+                        )
+                        .is_some()
+                    });
+                    if is_profile {
+                        found.push(path);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+pub(crate) fn run(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
+    let root = settings.require_root()?;
+    let store = super::store::open_store(settings)?;
+    let only_report = args.dry_run || args.print_dead || args.print_live;
+    let mut deleted_generations = Vec::new();
+    if args.delete_old {
+        let now = jiff::Timestamp::now().as_second();
+        for path in profiles_under(&root.join("nix/var/nix/profiles")) {
+            let profile = Profile::new(&path, ProfileLayout::under_root(root))?;
+            if !args.json {
+                anstream::eprintln!("removing old generations of profile `{}`", path.display());
+            }
+            let mut report = |message: &ProfileMessage| {
+                if !args.json && !matches!(message, ProfileMessage::Switching(_)) {
+                    anstream::eprintln!("{}", message.to_string().dimmed());
+                }
+            };
+            let numbers = profile.delete_generations(
+                &DeletePolicy::Old,
+                now,
+                only_report,
+                LockOptions::default(),
+                &mut report,
+            )?;
+            deleted_generations.push(DeletedGenerations {
+                profile: path.display().to_string(),
+                generations: numbers,
+            });
+        }
+    }
+    let report = gc::collect(&store, root, only_report)?;
+    let stdout = anstream::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let strings = |paths: &[crate::store::StorePath]| -> Vec<String> {
+        paths.iter().map(ToString::to_string).collect()
+    };
+    if args.json {
+        let document = GcJson {
+            schema: Schema { version: 1 },
+            dry_run: only_report,
+            deleted_generations,
+            live: strings(&report.live),
+            dead: strings(&report.dead),
+            dead_bytes: report.dead_bytes,
+            leftovers: report
+                .leftovers
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            stale_roots: report
+                .stale_roots
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        };
+        serde_json::to_writer_pretty(&mut out, &document)?;
+        writeln!(out)?;
+    } else if args.print_dead {
+        for path in &report.dead {
+            writeln!(out, "{path}")?;
+        }
+    } else if args.print_live {
+        for path in &report.live {
+            writeln!(out, "{path}")?;
+        }
+    } else {
+        let verb = if only_report {
+            "would delete"
+        } else {
+            "deleting"
+        };
+        for path in &report.dead {
+            anstream::eprintln!("{}", format!("{verb} `{path}`").dimmed());
+        }
+        for path in &report.stale_roots {
+            anstream::eprintln!(
+                "{}",
+                format!("removing stale root `{}`", path.display()).dimmed()
+            );
+        }
+        anstream::eprintln!(
+            "{} {} store paths ({:.2} MiB)",
+            if only_report {
+                "would delete"
+            } else {
+                "deleted"
+            },
+            report.dead.len(),
+            report.dead_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
+    out.flush()?;
+    Ok(Outcome::Success)
+}
