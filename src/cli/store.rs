@@ -18,7 +18,8 @@ pub(crate) enum StoreCommand {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
-    /// Re-hash every valid path and report missing, corrupt and leftover entries
+    /// Re-hash every valid path and report missing, corrupt and leftover entries; exits 1 when a
+    /// valid path is damaged (leftovers of interrupted adds are only reported)
     Verify {
         /// Print the report as JSON
         #[arg(long)]
@@ -65,6 +66,7 @@ fn add(store: &EmbeddedStore, paths: &[PathBuf]) -> anyhow::Result<Outcome> {
 struct VerifyJson {
     schema: super::Schema,
     clean: bool,
+    damaged: bool,
     intact: usize,
     missing: Vec<String>,
     corrupt: Vec<CorruptJson>,
@@ -95,6 +97,7 @@ fn verify(store: &EmbeddedStore, json: bool) -> anyhow::Result<Outcome> {
         let document = VerifyJson {
             schema: super::Schema { version: 1 },
             clean: report.is_clean(),
+            damaged: report.has_damage(),
             intact: report.intact.len(),
             missing: report.missing.iter().map(display).collect(),
             corrupt: report
@@ -181,9 +184,11 @@ fn verify(store: &EmbeddedStore, json: bool) -> anyhow::Result<Outcome> {
             report.intact.len()
         );
     }
-    Ok(if report.is_clean() {
-        Outcome::Success
-    } else {
+    // Leftovers of interrupted adds are reported but are not a failure: they are invalid by
+    // construction and `declenv gc` removes them.
+    Ok(if report.has_damage() {
         Outcome::NothingFound
+    } else {
+        Outcome::Success
     })
 }

@@ -4,4 +4,5 @@
 
 pub mod catalog;
 pub mod channel;
+pub mod manifest;
 pub mod packed;

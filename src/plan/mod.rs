@@ -5,4 +5,5 @@
 pub mod cxx_sort;
 pub mod gc;
 pub mod generations;
+pub mod layout;
 pub mod select;

@@ -180,7 +180,18 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// Whether nothing is wrong.
+    /// Whether a valid path is damaged (missing, corrupt, referring to an invalid path) or a
+    /// registration is unreadable. Unregistered leftovers are not damage: an interrupted add
+    /// leaves one by design, it is invalid, and garbage collection removes it.
+    #[must_use]
+    pub fn has_damage(&self) -> bool {
+        !(self.missing.is_empty()
+            && self.corrupt.is_empty()
+            && self.dangling_references.is_empty()
+            && self.broken_registrations.is_empty())
+    }
+
+    /// Whether nothing is wrong and nothing is left over.
     #[must_use]
     pub fn is_clean(&self) -> bool {
         self.missing.is_empty()

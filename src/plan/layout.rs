@@ -1,0 +1,1654 @@
+//! The user-environment layout: the directories and symlinks one profile generation holds, decided
+//! from the installed packages' trees exactly as Nix 2.8's `builtin:buildenv` builder decides them
+//! (`buildProfile` and `createLinks`).
+//!
+//! Owns the tree model packages are described in, the walk, the priority and collision rules, the
+//! handling of propagated packages and the builder's messages, word for word. The result is a
+//! list of [`Operation`]s for the I/O layer to materialise, plus warnings, or the error Nix would
+//! fail the build with.
+//!
+//! Pure: the I/O layer reads the trees (stating through symlinks, as the builder does) and hands
+//! them in as values; nothing here touches the filesystem. Trees are untrusted: whatever names they
+//! hold, every operation's path stays inside the environment. Names starting with `.` (so also
+//! `.` and `..`) are skipped as Nix skips them, and names that no filesystem can hold (empty, or
+//! containing `/` or NUL) are skipped with a [`LayoutWarning::InvalidName`].
+//!
+//! The builder's own last step, the `manifest.nix` link, is not part of the layout; no package can
+//! take that name, because top-level `manifest.nix` entries are on the ignore list.
+//!
+//! **Order.** Nix walks each directory in `readdir` order, which the filesystem decides. The final
+//! tree does not depend on it: only which of several collisions is reported, and the order of the
+//! warnings, do. This module walks every directory in byte order of the entry names.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, btree_map};
+use std::fmt;
+
+/// The priority the builder gives a package whose `meta.priority` is missing.
+pub const DEFAULT_PRIORITY: i32 = 5;
+
+/// The priority of the first propagated package; each one linked after it gets the next number.
+pub const FIRST_PROPAGATED_PRIORITY: i32 = 1000;
+
+/// Entries the builder never links where its walk visits them: source paths ending in one of
+/// these. Entries inside a directory that is linked whole are not visited, so they stay reachable.
+pub const IGNORED_SUFFIXES: [&str; 7] = [
+    "/propagated-build-inputs",
+    "/nix-support",
+    "/perllocal.pod",
+    "/info/dir",
+    "/log",
+    "/manifest.nix",
+    "/manifest.json",
+];
+
+/// One entry of a package tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A real directory.
+    Directory(Directory),
+    /// Anything that is neither a directory nor a symlink (the store holds only regular files).
+    File,
+    /// A symbolic link, with what `stat` through it found.
+    Symlink(Symlink),
+}
+
+impl Node {
+    /// A directory holding the given entries.
+    pub fn directory<Name: Into<String>>(entries: impl IntoIterator<Item = (Name, Node)>) -> Self {
+        Self::Directory(Directory::new(entries))
+    }
+
+    /// A symlink whose target resolves to the directory at `canonical_path`.
+    pub fn link_to_directory(target: impl Into<String>, canonical_path: impl Into<String>) -> Self {
+        Self::Symlink(Symlink {
+            target: target.into(),
+            resolves_to: Resolution::Directory {
+                canonical_path: canonical_path.into(),
+            },
+        })
+    }
+
+    /// A symlink whose target resolves to something other than a directory.
+    pub fn link_to_file(target: impl Into<String>, canonical_path: impl Into<String>) -> Self {
+        Self::Symlink(Symlink {
+            target: target.into(),
+            resolves_to: Resolution::NonDirectory {
+                canonical_path: canonical_path.into(),
+            },
+        })
+    }
+
+    /// A symlink whose target does not exist.
+    pub fn dangling_link(target: impl Into<String>) -> Self {
+        Self::Symlink(Symlink {
+            target: target.into(),
+            resolves_to: Resolution::Dangling,
+        })
+    }
+}
+
+/// The entries of a directory, by name. Names are kept in byte order, which is the order the
+/// walk visits them in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directory {
+    /// Entry names (one path component each, as the filesystem gave them) and their nodes.
+    pub entries: BTreeMap<String, Node>,
+}
+
+impl Directory {
+    /// A directory holding the given entries.
+    pub fn new<Name: Into<String>>(entries: impl IntoIterator<Item = (Name, Node)>) -> Self {
+        Self {
+            entries: entries
+                .into_iter()
+                .map(|(name, node)| (name.into(), node))
+                .collect(),
+        }
+    }
+}
+
+/// A symbolic link in a package tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symlink {
+    /// The link's own target text. The builder never links to it: it links to the path it visited,
+    /// so this is kept for reports only.
+    pub target: String,
+    /// What `stat` through the link found.
+    pub resolves_to: Resolution,
+}
+
+/// What `stat` found through a symlink. The builder follows links, so a link to a directory is
+/// merged like a directory, and a link to nothing is skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// A directory; `canonical_path` is the link's fully resolved absolute path (`realpath`).
+    /// The builder walks it there when it later has to merge it with another directory, so its
+    /// contents must then be found in [`Trees`] under that path.
+    Directory {
+        /// The fully resolved path of the directory.
+        canonical_path: String,
+    },
+    /// Something else (a file); `canonical_path` is named in collision messages.
+    NonDirectory {
+        /// The fully resolved path of the target.
+        canonical_path: String,
+    },
+    /// `stat` failed with `ENOENT` or `ENOTDIR`: the builder skips the entry with a warning.
+    Dangling,
+    /// `stat` failed with `ELOOP`: the builder fails.
+    Loop,
+}
+
+/// A store path's tree and what it propagates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageTree {
+    /// The store path itself: normally a directory; a file or a symlink are possible.
+    pub root: Node,
+    /// The text of `nix-support/propagated-user-env-packages` as read through symlinks, or `None`
+    /// when it cannot be read (missing, or the store path is not a directory).
+    pub propagated_user_env_packages: Option<String>,
+}
+
+impl PackageTree {
+    /// A tree with nothing propagated.
+    #[must_use]
+    pub fn new(root: Node) -> Self {
+        Self {
+            root,
+            propagated_user_env_packages: None,
+        }
+    }
+
+    /// The same tree, propagating the packages named in `text` (the file's content).
+    #[must_use]
+    pub fn propagating(mut self, text: impl Into<String>) -> Self {
+        self.propagated_user_env_packages = Some(text.into());
+        self
+    }
+}
+
+/// Every tree the builder may read, by absolute path: the installed outputs, what they propagate,
+/// and the directories their symlinks resolve to (needed only where one is merged).
+///
+/// One map rather than a tree per package, because symlinks point across packages and may form
+/// cycles: a directory reached through a link is found here by its canonical path, when it is
+/// needed, instead of being copied into the link.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trees {
+    by_path: BTreeMap<String, PackageTree>,
+}
+
+impl Trees {
+    /// No trees.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the tree at `path`, returning the one it replaced.
+    pub fn insert(&mut self, path: impl Into<String>, tree: PackageTree) -> Option<PackageTree> {
+        self.by_path.insert(path.into(), tree)
+    }
+
+    /// The tree stored at exactly `path`.
+    #[must_use]
+    pub fn get(&self, path: &str) -> Option<&PackageTree> {
+        self.by_path.get(path)
+    }
+
+    /// The real directory at `canonical_path`: the tree stored at its longest prefix, descended
+    /// through real directories. `None` when no tree covers the path or the path does not end at
+    /// a real directory (a canonical path never passes through a symlink).
+    #[must_use]
+    pub fn directory_at(&self, canonical_path: &str) -> Option<&Directory> {
+        let mut prefix = canonical_path;
+        loop {
+            if let Some(tree) = self.by_path.get(prefix) {
+                let rest = canonical_path.get(prefix.len()..).unwrap_or_default();
+                return descend(&tree.root, rest);
+            }
+            match prefix.rfind('/') {
+                Some(index) if index > 0 => prefix = prefix.get(..index).unwrap_or_default(),
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl<Path: Into<String>> FromIterator<(Path, PackageTree)> for Trees {
+    fn from_iter<I: IntoIterator<Item = (Path, PackageTree)>>(iter: I) -> Self {
+        Self {
+            by_path: iter
+                .into_iter()
+                .map(|(path, tree)| (path.into(), tree))
+                .collect(),
+        }
+    }
+}
+
+fn descend<'a>(root: &'a Node, rest: &str) -> Option<&'a Directory> {
+    let Node::Directory(root) = root else {
+        return None;
+    };
+    let mut directory = root;
+    for component in rest.split('/').filter(|component| !component.is_empty()) {
+        match directory.entries.get(component) {
+            Some(Node::Directory(child)) => directory = child,
+            _ => return None,
+        }
+    }
+    Some(directory)
+}
+
+/// One installed output as the builder receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    /// The output's store path, exactly as the manifest names it.
+    pub store_path: String,
+    /// The priority as the builder read it (see [`read_priority`]); lower wins.
+    pub priority: i32,
+    /// Whether it is linked at all (see [`read_active`]).
+    pub active: bool,
+}
+
+impl Package {
+    /// An active package at the default priority.
+    pub fn new(store_path: impl Into<String>) -> Self {
+        Self {
+            store_path: store_path.into(),
+            priority: DEFAULT_PRIORITY,
+            active: true,
+        }
+    }
+
+    /// The same package with another priority.
+    #[must_use]
+    pub fn with_priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The same package, inactive.
+    #[must_use]
+    pub fn inactive(mut self) -> Self {
+        self.active = false;
+        self
+    }
+}
+
+/// Reads a priority token the way the builder does, with C++ `std::stoi`: leading whitespace, an
+/// optional sign, then as many decimal digits as there are; the rest is ignored (`" 4xyz"` is 4,
+/// and a float priority `2.7`, which reaches the builder as `2.700000`, is 2).
+///
+/// `None` where `stoi` throws (no digits, or outside the range of `int`); the builder then fails
+/// with the single line `stoi`.
+#[must_use]
+pub fn read_priority(token: &str) -> Option<i32> {
+    let rest = token.trim_start_matches([' ', '\t', '\n', '\u{b}', '\u{c}', '\r']);
+    let (negative, rest) = match rest.as_bytes().first() {
+        Some(b'-') => (true, rest.get(1..).unwrap_or_default()),
+        Some(b'+') => (false, rest.get(1..).unwrap_or_default()),
+        _ => (false, rest),
+    };
+    let digits: &str = rest
+        .find(|character: char| !character.is_ascii_digit())
+        .map_or(rest, |end| rest.get(..end).unwrap_or_default());
+    if digits.is_empty() {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for digit in digits.bytes() {
+        value = value
+            .checked_mul(10)?
+            .checked_add(i64::from(digit - b'0'))?;
+        if value > i64::from(i32::MAX) + 1 {
+            return None;
+        }
+    }
+    i32::try_from(if negative { -value } else { value }).ok()
+}
+
+/// Reads an `active` token the way the builder does: only the exact text `false` deactivates
+/// (`"FALSE"`, `"no"` and `"0"` all leave the package active).
+#[must_use]
+pub fn read_active(token: &str) -> bool {
+    token != "false"
+}
+
+/// A path inside the environment, relative to its root: one or more `/`-separated names, none of
+/// them empty, `.`-led, or holding `/` or NUL. Ordered component by component, so a directory
+/// comes right before its contents.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EnvironmentPath(String);
+
+impl EnvironmentPath {
+    /// The path as text, `bin/hello`.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The names along the path.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+
+    /// The path of `name` inside `parent` (`None`: the environment's root). `name` must already
+    /// be a valid name (see [`is_invalid_name`]).
+    fn child(parent: Option<&Self>, name: &str) -> Self {
+        match parent {
+            Some(parent) => Self(format!("{}/{name}", parent.0)),
+            None => Self(name.to_owned()),
+        }
+    }
+}
+
+impl Ord for EnvironmentPath {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.components().cmp(other.components())
+    }
+}
+
+impl PartialOrd for EnvironmentPath {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for EnvironmentPath {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// One step of materialising the environment, in order: a directory always comes before
+/// anything inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Create a real directory (Nix makes it mode 0755).
+    Directory(EnvironmentPath),
+    /// Create a symlink at `path` pointing at `target`, an absolute path inside a package: the
+    /// path the builder visited, not resolved, so a package's `docs -> …` link is linked as
+    /// `docs -> <package>/docs`.
+    Symlink {
+        /// Where the link goes.
+        path: EnvironmentPath,
+        /// What it points at.
+        target: String,
+    },
+}
+
+impl Operation {
+    /// The path this operation creates.
+    #[must_use]
+    pub fn path(&self) -> &EnvironmentPath {
+        match self {
+            Self::Directory(path) | Self::Symlink { path, .. } => path,
+        }
+    }
+}
+
+/// Something the builder skipped and reported without failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayoutWarning {
+    /// A symlink whose target does not exist; `destination` is where it would have been linked,
+    /// inside the environment, which is what Nix names.
+    DanglingSymlink {
+        /// The absolute destination path.
+        destination: String,
+    },
+    /// An installed (or propagated) store path that is not a directory.
+    NotADirectory {
+        /// The store path.
+        store_path: String,
+    },
+    /// An entry whose name no filesystem can hold (empty, or containing `/` or NUL): never in a
+    /// tree read from disk, so not a Nix message.
+    InvalidName {
+        /// The source directory holding it, as visited.
+        directory: String,
+        /// The name, as given.
+        name: String,
+    },
+}
+
+impl fmt::Display for LayoutWarning {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DanglingSymlink { destination } => {
+                write!(formatter, "skipping dangling symlink '{destination}'")
+            }
+            Self::NotADirectory { store_path } => write!(
+                formatter,
+                "not including '{store_path}' in the user environment because it's not a directory"
+            ),
+            Self::InvalidName { directory, name } => write!(
+                formatter,
+                "skipping an entry of '{directory}' with an invalid name {name:?}"
+            ),
+        }
+    }
+}
+
+/// Why the builder fails. The messages are Nix 2.8's, without the `error: ` prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A file or link that two packages both provide at the same priority.
+    #[error(
+        "packages '{source_path}' and '{existing_target}' have the same priority {priority}; use 'nix-env --set-flag priority NUMBER INSTALLED_PKGNAME' to change the priority of one of the conflicting packages (0 being the highest priority)"
+    )]
+    SamePriority {
+        /// The entry being linked.
+        source_path: String,
+        /// What the environment already links there.
+        existing_target: String,
+        /// The priority both have.
+        priority: i32,
+        /// Where, inside the environment.
+        path: EnvironmentPath,
+    },
+    /// A directory arriving where the environment links something that is not a directory
+    /// (whatever the priorities).
+    #[error("collision between '{source_path}' and non-directory '{existing_target}'")]
+    DirectoryOverNonDirectory {
+        /// The directory being linked.
+        source_path: String,
+        /// The canonical path of what the environment links there.
+        existing_target: String,
+        /// Where, inside the environment.
+        path: EnvironmentPath,
+    },
+    /// A file arriving where the environment already has a real (merged) directory.
+    #[error("collision between non-directory '{source_path}' and directory '{destination}'")]
+    NonDirectoryOverDirectory {
+        /// The file being linked.
+        source_path: String,
+        /// The directory's absolute path inside the environment.
+        destination: String,
+        /// Where, inside the environment.
+        path: EnvironmentPath,
+    },
+    /// An installed or propagated store path that does not exist (no tree was given for it).
+    #[error("opening directory '{store_path}': No such file or directory")]
+    MissingPackage {
+        /// The path as installed or propagated.
+        store_path: String,
+    },
+    /// An installed or propagated store path that is a symlink loop.
+    #[error("opening directory '{store_path}': Too many levels of symbolic links")]
+    PackageSymlinkLoop {
+        /// The path as installed or propagated.
+        store_path: String,
+    },
+    /// A symlink loop met where the walk goes.
+    #[error("getting status of '{source_path}': Too many levels of symbolic links")]
+    SymlinkLoop {
+        /// The looping entry, as visited.
+        source_path: String,
+    },
+    /// A directory the walk has to enter, reached through a symlink, that no given tree covers.
+    /// Not a Nix failure: the trees handed in are incomplete.
+    #[error("no tree was given for '{canonical_path}', which '{source_path}' resolves to")]
+    UnknownDirectory {
+        /// The path being walked, as visited.
+        source_path: String,
+        /// Its canonical path.
+        canonical_path: String,
+    },
+}
+
+/// The layout of an environment: what to create, and what was skipped with a warning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// Directories and symlinks to create, parents first, siblings in byte order.
+    pub operations: Vec<Operation>,
+    /// Warnings, in the order the walk met them.
+    pub warnings: Vec<LayoutWarning>,
+}
+
+/// Lays out the environment for `packages`, as Nix 2.8's builder would at `environment` (the
+/// output path, used only in messages).
+///
+/// Packages are linked by (priority, store path bytes); inactive ones are skipped along with
+/// what they propagate; a store path is linked once however often it appears. Then the packages
+/// named in `nix-support/propagated-user-env-packages` (split on spaces and newlines only) are
+/// linked in rounds, each round in path order, with priorities counting up from 1000 across
+/// rounds; the count advances even for a path already linked in an earlier round.
+///
+/// # Errors
+///
+/// The first collision met, a missing or looping package, a symlink loop in a merged directory,
+/// or a merged directory whose tree was not given; see [`LayoutError`].
+pub fn layout(
+    packages: &[Package],
+    trees: &Trees,
+    environment: &str,
+) -> Result<Layout, LayoutError> {
+    let mut sorted: Vec<&Package> = packages.iter().collect();
+    sorted.sort_by(|left, right| {
+        left.priority
+            .cmp(&right.priority)
+            .then_with(|| left.store_path.as_bytes().cmp(right.store_path.as_bytes()))
+    });
+
+    let mut builder = Builder {
+        trees,
+        environment,
+        entries: BTreeMap::new(),
+        warnings: Vec::new(),
+        done: BTreeSet::new(),
+        postponed: BTreeSet::new(),
+    };
+    for package in sorted.into_iter().filter(|package| package.active) {
+        builder.add_package(&package.store_path, package.priority)?;
+    }
+    let mut counter = FIRST_PROPAGATED_PRIORITY;
+    while !builder.postponed.is_empty() {
+        for store_path in std::mem::take(&mut builder.postponed) {
+            let priority = counter;
+            counter = counter.saturating_add(1);
+            builder.add_package(&store_path, priority)?;
+        }
+    }
+    Ok(builder.finish())
+}
+
+/// What the environment holds at one path while it is being built.
+enum Entry {
+    Directory,
+    Link {
+        /// The source path it points at, as visited.
+        target: String,
+        /// The priority it was linked with.
+        priority: i32,
+        /// What the target resolves to.
+        kind: LinkKind,
+    },
+}
+
+enum LinkKind {
+    /// A directory at this canonical path; merging walks it again there.
+    Directory(String),
+    /// Something else, at this canonical path.
+    NonDirectory(String),
+}
+
+/// A directory being walked: the source's entries, where they are linked to, and with which
+/// priority.
+struct Frame<'a> {
+    entries: btree_map::Iter<'a, String, Node>,
+    /// The source directory as visited (link targets and messages use this).
+    visited: String,
+    /// Its canonical path (what a later merge walks again).
+    canonical: String,
+    /// The destination directory; `None` is the environment's root.
+    destination: Option<EnvironmentPath>,
+    priority: i32,
+}
+
+/// A source entry after `stat`.
+enum Source<'a> {
+    Directory {
+        canonical: String,
+        /// Its entries, when it is a real directory; through a symlink they are looked up by the
+        /// canonical path only when the walk has to enter it.
+        contents: Option<&'a Directory>,
+    },
+    NonDirectory {
+        canonical: String,
+    },
+}
+
+struct Builder<'a> {
+    trees: &'a Trees,
+    environment: &'a str,
+    entries: BTreeMap<EnvironmentPath, Entry>,
+    warnings: Vec<LayoutWarning>,
+    done: BTreeSet<String>,
+    postponed: BTreeSet<String>,
+}
+
+impl<'a> Builder<'a> {
+    /// Links one store path, then queues what it propagates.
+    fn add_package(&mut self, store_path: &str, priority: i32) -> Result<(), LayoutError> {
+        if !self.done.insert(store_path.to_owned()) {
+            return Ok(());
+        }
+        let trees = self.trees;
+        let tree = trees
+            .get(store_path)
+            .ok_or_else(|| LayoutError::MissingPackage {
+                store_path: store_path.to_owned(),
+            })?;
+        let root = match &tree.root {
+            Node::Directory(directory) => Some((directory, store_path.to_owned())),
+            Node::File => None,
+            Node::Symlink(link) => match &link.resolves_to {
+                Resolution::Directory { canonical_path } => {
+                    let directory = trees.directory_at(canonical_path).ok_or_else(|| {
+                        LayoutError::UnknownDirectory {
+                            source_path: store_path.to_owned(),
+                            canonical_path: canonical_path.clone(),
+                        }
+                    })?;
+                    Some((directory, canonical_path.clone()))
+                }
+                Resolution::NonDirectory { .. } => None,
+                Resolution::Dangling => {
+                    return Err(LayoutError::MissingPackage {
+                        store_path: store_path.to_owned(),
+                    });
+                }
+                Resolution::Loop => {
+                    return Err(LayoutError::PackageSymlinkLoop {
+                        store_path: store_path.to_owned(),
+                    });
+                }
+            },
+        };
+        match root {
+            Some((directory, canonical)) => self.walk(Frame {
+                entries: directory.entries.iter(),
+                visited: store_path.to_owned(),
+                canonical,
+                destination: None,
+                priority,
+            })?,
+            None => self.warnings.push(LayoutWarning::NotADirectory {
+                store_path: store_path.to_owned(),
+            }),
+        }
+        if let Some(text) = &tree.propagated_user_env_packages {
+            for token in text.split([' ', '\n']).filter(|token| !token.is_empty()) {
+                if !self.done.contains(token) {
+                    self.postponed.insert(token.to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks directories depth first with an explicit stack, so that no tree is too deep.
+    fn walk(&mut self, first: Frame<'a>) -> Result<(), LayoutError> {
+        let mut stack = vec![first];
+        while let Some(frame) = stack.last_mut() {
+            let Some((name, node)) = frame.entries.next() else {
+                stack.pop();
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            if is_invalid_name(name) {
+                self.warnings.push(LayoutWarning::InvalidName {
+                    directory: frame.visited.clone(),
+                    name: name.clone(),
+                });
+                continue;
+            }
+            let source_path = format!("{}/{name}", frame.visited);
+            let destination = EnvironmentPath::child(frame.destination.as_ref(), name);
+            let priority = frame.priority;
+            let source = match node {
+                Node::Directory(directory) => Source::Directory {
+                    canonical: format!("{}/{name}", frame.canonical),
+                    contents: Some(directory),
+                },
+                Node::File => Source::NonDirectory {
+                    canonical: format!("{}/{name}", frame.canonical),
+                },
+                Node::Symlink(link) => match &link.resolves_to {
+                    Resolution::Directory { canonical_path } => Source::Directory {
+                        canonical: canonical_path.clone(),
+                        contents: None,
+                    },
+                    Resolution::NonDirectory { canonical_path } => Source::NonDirectory {
+                        canonical: canonical_path.clone(),
+                    },
+                    Resolution::Dangling => {
+                        self.warnings.push(LayoutWarning::DanglingSymlink {
+                            destination: self.absolute(&destination),
+                        });
+                        continue;
+                    }
+                    Resolution::Loop => return Err(LayoutError::SymlinkLoop { source_path }),
+                },
+            };
+            if IGNORED_SUFFIXES
+                .iter()
+                .any(|suffix| source_path.ends_with(suffix))
+            {
+                continue;
+            }
+            match source {
+                Source::Directory {
+                    canonical,
+                    contents,
+                } => {
+                    for next in self.visit_directory(
+                        source_path,
+                        canonical,
+                        contents,
+                        destination,
+                        priority,
+                    )? {
+                        stack.push(next);
+                    }
+                }
+                Source::NonDirectory { canonical } => {
+                    self.visit_non_directory(source_path, canonical, destination, priority)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A source directory: recurse into a real destination directory, merge with a linked one,
+    /// or link it whole. Returns the walks to do next, the last one first.
+    fn visit_directory(
+        &mut self,
+        source_path: String,
+        canonical: String,
+        contents: Option<&'a Directory>,
+        destination: EnvironmentPath,
+        priority: i32,
+    ) -> Result<Vec<Frame<'a>>, LayoutError> {
+        match self.entries.get(&destination) {
+            Some(Entry::Directory) => {
+                let contents = self.contents(contents, &source_path, &canonical)?;
+                Ok(vec![Frame {
+                    entries: contents.entries.iter(),
+                    visited: source_path,
+                    canonical,
+                    destination: Some(destination),
+                    priority,
+                }])
+            }
+            Some(Entry::Link {
+                kind: LinkKind::NonDirectory(existing),
+                ..
+            }) => Err(LayoutError::DirectoryOverNonDirectory {
+                source_path,
+                existing_target: existing.clone(),
+                path: destination,
+            }),
+            Some(Entry::Link {
+                target,
+                priority: old_priority,
+                kind: LinkKind::Directory(old_canonical),
+            }) => {
+                // Nix replaces the link with a real directory, walks the old target again at its
+                // canonical path with the old link's priority, then walks the new source.
+                let old_priority = *old_priority;
+                let old_canonical = old_canonical.clone();
+                let old = self.contents(None, target, &old_canonical)?;
+                let new = self.contents(contents, &source_path, &canonical)?;
+                self.entries.insert(destination.clone(), Entry::Directory);
+                Ok(vec![
+                    Frame {
+                        entries: new.entries.iter(),
+                        visited: source_path,
+                        canonical,
+                        destination: Some(destination.clone()),
+                        priority,
+                    },
+                    Frame {
+                        entries: old.entries.iter(),
+                        visited: old_canonical.clone(),
+                        canonical: old_canonical,
+                        destination: Some(destination),
+                        priority: old_priority,
+                    },
+                ])
+            }
+            None => {
+                self.entries.insert(
+                    destination,
+                    Entry::Link {
+                        target: source_path,
+                        priority,
+                        kind: LinkKind::Directory(canonical),
+                    },
+                );
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// A source file (or link to one): priorities decide against an existing link; a real
+    /// directory is a collision.
+    fn visit_non_directory(
+        &mut self,
+        source_path: String,
+        canonical: String,
+        destination: EnvironmentPath,
+        priority: i32,
+    ) -> Result<(), LayoutError> {
+        match self.entries.get(&destination) {
+            Some(Entry::Link {
+                target,
+                priority: existing,
+                ..
+            }) => match existing.cmp(&priority) {
+                Ordering::Equal => {
+                    return Err(LayoutError::SamePriority {
+                        source_path,
+                        existing_target: target.clone(),
+                        priority,
+                        path: destination,
+                    });
+                }
+                Ordering::Less => return Ok(()),
+                Ordering::Greater => {}
+            },
+            Some(Entry::Directory) => {
+                return Err(LayoutError::NonDirectoryOverDirectory {
+                    source_path,
+                    destination: self.absolute(&destination),
+                    path: destination,
+                });
+            }
+            None => {}
+        }
+        self.entries.insert(
+            destination,
+            Entry::Link {
+                target: source_path,
+                priority,
+                kind: LinkKind::NonDirectory(canonical),
+            },
+        );
+        Ok(())
+    }
+
+    /// The entries of a source directory: given, or found by its canonical path.
+    fn contents(
+        &self,
+        contents: Option<&'a Directory>,
+        source_path: &str,
+        canonical: &str,
+    ) -> Result<&'a Directory, LayoutError> {
+        let trees = self.trees;
+        contents
+            .or_else(|| trees.directory_at(canonical))
+            .ok_or_else(|| LayoutError::UnknownDirectory {
+                source_path: source_path.to_owned(),
+                canonical_path: canonical.to_owned(),
+            })
+    }
+
+    /// The absolute path of a destination, as Nix names it in messages.
+    fn absolute(&self, destination: &EnvironmentPath) -> String {
+        format!("{}/{destination}", self.environment)
+    }
+
+    fn finish(self) -> Layout {
+        let operations = self
+            .entries
+            .into_iter()
+            .map(|(path, entry)| match entry {
+                Entry::Directory => Operation::Directory(path),
+                Entry::Link { target, .. } => Operation::Symlink { path, target },
+            })
+            .collect();
+        Layout {
+            operations,
+            warnings: self.warnings,
+        }
+    }
+}
+
+/// Whether `name` cannot be one path component: empty, or holding `/` or NUL.
+fn is_invalid_name(name: &str) -> bool {
+    name.is_empty() || name.contains(['/', '\0'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rstest::rstest;
+
+    const ENVIRONMENT: &str = "/nix/store/eeee-user-environment";
+
+    fn store(name: &str) -> String {
+        format!("/nix/store/{name}")
+    }
+
+    /// Builds a tree from a listing: `bin/x` is a file, `lib/` an empty directory, and
+    /// `NAME -> KIND:PATH` a symlink, KIND being `dir` or `file` (PATH is the canonical path and
+    /// the target text), `dangling` or `loop`.
+    fn tree(listing: &[&str]) -> Node {
+        let mut root = Directory::default();
+        for &line in listing {
+            let (path, link) = match line.split_once(" -> ") {
+                Some((path, link)) => (path, Some(link)),
+                None => (line, None),
+            };
+            let is_directory = path.ends_with('/');
+            let components: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+            let Some((last, parents)) = components.split_last() else {
+                continue;
+            };
+            let mut directory = &mut root;
+            for parent in parents {
+                let entry = directory
+                    .entries
+                    .entry((*parent).to_owned())
+                    .or_insert_with(|| Node::Directory(Directory::default()));
+                let Node::Directory(child) = entry else {
+                    panic!("{parent} is not a directory in {listing:?}");
+                };
+                directory = child;
+            }
+            let node = match link.map(|link| link.split_once(':').unwrap_or((link, ""))) {
+                None if is_directory => Node::Directory(Directory::default()),
+                None => Node::File,
+                Some(("dir", path)) => Node::link_to_directory(path, path),
+                Some(("file", path)) => Node::link_to_file(path, path),
+                Some(("dangling", target)) => Node::dangling_link(target),
+                Some(("loop", target)) => Node::Symlink(Symlink {
+                    target: target.to_owned(),
+                    resolves_to: Resolution::Loop,
+                }),
+                Some((kind, _)) => panic!("unknown link kind {kind}"),
+            };
+            directory.entries.insert((*last).to_owned(), node);
+        }
+        Node::Directory(root)
+    }
+
+    /// `packages!["a" => ["bin/x"], …]`: package names with their listings (see [`tree`]).
+    macro_rules! packages {
+        ($($name:literal => [$($line:expr),* $(,)?]),* $(,)?) => {
+            [$(($name, vec![$($line),*])),*]
+        };
+    }
+
+    fn trees(packages: &[(&str, Vec<&str>)]) -> Trees {
+        packages
+            .iter()
+            .map(|(name, listing)| (store(name), PackageTree::new(tree(listing))))
+            .collect()
+    }
+
+    /// The layout as lines: `bin/` for a directory, `bin/x -> TARGET` for a link.
+    fn listing(layout: &Layout) -> Vec<String> {
+        layout
+            .operations
+            .iter()
+            .map(|operation| match operation {
+                Operation::Directory(path) => format!("{path}/"),
+                Operation::Symlink { path, target } => format!("{path} -> {target}"),
+            })
+            .collect()
+    }
+
+    fn warnings(layout: &Layout) -> Vec<String> {
+        layout.warnings.iter().map(ToString::to_string).collect()
+    }
+
+    fn run(packages: &[Package], trees: &Trees) -> Result<Layout, LayoutError> {
+        layout(packages, trees, ENVIRONMENT)
+    }
+
+    fn same_priority(source: &str, existing: &str, priority: i32) -> String {
+        format!(
+            "packages '{source}' and '{existing}' have the same priority {priority}; use 'nix-env --set-flag priority NUMBER INSTALLED_PKGNAME' to change the priority of one of the conflicting packages (0 being the highest priority)"
+        )
+    }
+
+    /// What a case expects: the layout's lines and warnings, or the error message.
+    enum Expected {
+        Layout(&'static [&'static str], &'static [&'static str]),
+        Error(String),
+    }
+
+    fn check(packages: &[Package], trees: &Trees, expected: &Expected) {
+        let result = run(packages, trees);
+        match (expected, result) {
+            (Expected::Layout(lines, expected_warnings), Ok(layout)) => {
+                assert_eq!(listing(&layout), *lines);
+                assert_eq!(warnings(&layout), *expected_warnings);
+            }
+            (Expected::Error(message), Err(error)) => assert_eq!(error.to_string(), *message),
+            (Expected::Layout(..), Err(error)) => panic!("unexpected error: {error}"),
+            (Expected::Error(message), Ok(layout)) => {
+                panic!("expected {message}, got {:?}", listing(&layout))
+            }
+        }
+    }
+
+    // §11.3: packages are linked by (priority, store path); lower priority numbers win; equal
+    // priorities on one file fail, naming the later package first.
+    #[rstest]
+    #[case::lower_number_wins(5, 3, Expected::Layout(&["bin/", "bin/x -> /nix/store/b/bin/x"], &[]))]
+    #[case::lower_number_wins_either_way(3, 5, Expected::Layout(&["bin/", "bin/x -> /nix/store/a/bin/x"], &[]))]
+    #[case::negative_priorities(-1, -2, Expected::Layout(&["bin/", "bin/x -> /nix/store/b/bin/x"], &[]))]
+    #[case::equal_priority_path_order(
+        5,
+        5,
+        Expected::Error(same_priority("/nix/store/b/bin/x", "/nix/store/a/bin/x", 5))
+    )]
+    fn priorities_decide_file_collisions(
+        #[case] priority_a: i32,
+        #[case] priority_b: i32,
+        #[case] expected: Expected,
+    ) {
+        let trees = trees(&packages!["a" => ["bin/x"], "b" => ["bin/x"]]);
+        let packages = [
+            Package::new(store("b")).with_priority(priority_b),
+            Package::new(store("a")).with_priority(priority_a),
+        ];
+        check(&packages, &trees, &expected);
+    }
+
+    // §11.3: inactive packages are skipped, with what they propagate; the same store path is
+    // linked once, so duplicates never collide.
+    #[rstest]
+    #[case::inactive_skipped(
+        vec![Package::new(store("a")).inactive(), Package::new(store("b"))],
+        Expected::Layout(&["bin -> /nix/store/b/bin"], &[]),
+    )]
+    #[case::inactive_propagates_nothing(
+        vec![Package::new(store("p")).inactive()],
+        Expected::Layout(&[], &[]),
+    )]
+    #[case::duplicate_path_linked_once(
+        vec![Package::new(store("a")), Package::new(store("a")), Package::new(store("a")).with_priority(3)],
+        Expected::Layout(&["bin -> /nix/store/a/bin"], &[]),
+    )]
+    #[case::inactive_duplicate_of_active(
+        vec![Package::new(store("a")).inactive(), Package::new(store("a"))],
+        Expected::Layout(&["bin -> /nix/store/a/bin"], &[]),
+    )]
+    #[case::explicit_and_propagated_once(
+        vec![Package::new(store("p")), Package::new(store("a"))],
+        Expected::Layout(&["bin/", "bin/p -> /nix/store/p/bin/p", "bin/x -> /nix/store/a/bin/x"], &[]),
+    )]
+    #[case::inactive_but_propagated(
+        vec![Package::new(store("a")).inactive(), Package::new(store("p"))],
+        Expected::Layout(&["bin/", "bin/p -> /nix/store/p/bin/p", "bin/x -> /nix/store/a/bin/x"], &[]),
+    )]
+    fn activity_and_duplicates(#[case] packages: Vec<Package>, #[case] expected: Expected) {
+        let mut trees = trees(&packages!["a" => ["bin/x"], "b" => ["bin/x"]]);
+        trees.insert(
+            store("p"),
+            PackageTree::new(tree(&["bin/p"])).propagating(store("a")),
+        );
+        check(&packages, &trees, &expected);
+    }
+
+    /// `d` propagates `e` and `f`, `f` propagates `g`; `e2` also has `bin/e` (§11.3's example).
+    fn propagation_trees() -> Trees {
+        let mut trees = trees(&packages!["e" => ["bin/e"], "g" => ["bin/g"], "e2" => ["bin/e"]]);
+        trees.insert(
+            store("d"),
+            PackageTree::new(tree(&["bin/d"])).propagating(format!(
+                "{} {}",
+                store("e"),
+                store("f")
+            )),
+        );
+        trees.insert(
+            store("f"),
+            PackageTree::new(tree(&["bin/f"])).propagating(store("g")),
+        );
+        trees
+    }
+
+    // §11.3: propagated packages are linked after every explicit one, at 1000 and up, so they
+    // lose to explicit packages below 1000, beat those above, and collide with one at exactly
+    // their number. Propagation is transitive.
+    #[rstest]
+    #[case::transitive_and_losing(5, Expected::Layout(
+        &["bin/", "bin/d -> /nix/store/d/bin/d", "bin/e -> /nix/store/e2/bin/e",
+          "bin/f -> /nix/store/f/bin/f", "bin/g -> /nix/store/g/bin/g"], &[]))]
+    #[case::explicit_above_1000_loses(1500, Expected::Layout(
+        &["bin/", "bin/d -> /nix/store/d/bin/d", "bin/e -> /nix/store/e/bin/e",
+          "bin/f -> /nix/store/f/bin/f", "bin/g -> /nix/store/g/bin/g"], &[]))]
+    #[case::explicit_at_1000_collides(
+        1000,
+        Expected::Error(same_priority("/nix/store/e/bin/e", "/nix/store/e2/bin/e", 1000))
+    )]
+    fn propagated_packages(#[case] priority_e2: i32, #[case] expected: Expected) {
+        let packages = [
+            Package::new(store("d")),
+            Package::new(store("e2")).with_priority(priority_e2),
+        ];
+        check(&packages, &propagation_trees(), &expected);
+    }
+
+    // §11.3: the counter goes on across rounds and advances for paths already linked: `d`
+    // propagates `a` and `b`, `a` propagates `b` (already queued), `b` propagates `t`. Round one
+    // links a (1000) and b (1001); round two skips b (1002) and links t at 1003.
+    #[rstest]
+    #[case::collides_at_1003(
+        1003,
+        Expected::Error(same_priority("/nix/store/t/bin/t", "/nix/store/x/bin/t", 1003))
+    )]
+    #[case::beats_1004(1004, Expected::Layout(&["bin/", "bin/a -> /nix/store/a/bin/a", "bin/b -> /nix/store/b/bin/b", "bin/d -> /nix/store/d/bin/d", "bin/t -> /nix/store/t/bin/t"], &[]))]
+    #[case::loses_to_1002(1002, Expected::Layout(&["bin/", "bin/a -> /nix/store/a/bin/a", "bin/b -> /nix/store/b/bin/b", "bin/d -> /nix/store/d/bin/d", "bin/t -> /nix/store/x/bin/t"], &[]))]
+    fn propagation_counter_counts_skipped_paths(
+        #[case] priority_x: i32,
+        #[case] expected: Expected,
+    ) {
+        let mut trees = trees(&packages!["t" => ["bin/t"], "x" => ["bin/t"]]);
+        trees.insert(
+            store("d"),
+            PackageTree::new(tree(&["bin/d"])).propagating(format!(
+                "{} {}",
+                store("a"),
+                store("b")
+            )),
+        );
+        trees.insert(
+            store("a"),
+            PackageTree::new(tree(&["bin/a"])).propagating(store("b")),
+        );
+        trees.insert(
+            store("b"),
+            PackageTree::new(tree(&["bin/b"])).propagating(store("t")),
+        );
+        let packages = [
+            Package::new(store("d")),
+            Package::new(store("x")).with_priority(priority_x),
+        ];
+        check(&packages, &trees, &expected);
+    }
+
+    // §11.3: the propagated file is split on spaces and newlines only.
+    #[rstest]
+    #[case::spaces_and_newlines("\n /nix/store/a  \n\n/nix/store/b\n", Expected::Layout(
+        &["bin/", "bin/a -> /nix/store/a/bin/a", "bin/b -> /nix/store/b/bin/b", "bin/p -> /nix/store/p/bin/p"], &[]))]
+    #[case::tab_is_not_a_separator("/nix/store/a\t/nix/store/b", Expected::Error(
+        "opening directory '/nix/store/a\t/nix/store/b': No such file or directory".into()))]
+    #[case::missing_path("/nonexistent", Expected::Error(
+        "opening directory '/nonexistent': No such file or directory".into()))]
+    #[case::itself("/nix/store/p", Expected::Layout(&["bin -> /nix/store/p/bin"], &[]))]
+    #[case::empty("", Expected::Layout(&["bin -> /nix/store/p/bin"], &[]))]
+    fn propagated_file_tokens(#[case] text: &str, #[case] expected: Expected) {
+        let mut trees = trees(&packages!["a" => ["bin/a"], "b" => ["bin/b"]]);
+        trees.insert(
+            store("p"),
+            PackageTree::new(tree(&["bin/p"])).propagating(text),
+        );
+        check(&[Package::new(store("p"))], &trees, &expected);
+    }
+
+    // §11.3 createLinks points 1-3: a package that is not a directory is left out with a
+    // warning; names starting with `.` are skipped; dangling links are skipped with a warning
+    // naming the destination.
+    #[rstest]
+    #[case::file_package(&[("f", Node::File)], Expected::Layout(&[],
+        &["not including '/nix/store/f' in the user environment because it's not a directory"]))]
+    #[case::link_to_file_package(&[("f", Node::link_to_file("/nix/store/g", "/nix/store/g"))], Expected::Layout(&[],
+        &["not including '/nix/store/f' in the user environment because it's not a directory"]))]
+    #[case::dangling_package(&[("f", Node::dangling_link("/nowhere"))], Expected::Error(
+        "opening directory '/nix/store/f': No such file or directory".into()))]
+    #[case::looping_package(&[("f", Node::Symlink(Symlink { target: "f".into(), resolves_to: Resolution::Loop }))],
+        Expected::Error("opening directory '/nix/store/f': Too many levels of symbolic links".into()))]
+    #[case::link_to_directory_package(&[("f", Node::link_to_directory("/nix/store/a", "/nix/store/a")), ("a", tree(&["bin/a"]))],
+        Expected::Layout(&["bin -> /nix/store/f/bin"], &[]))]
+    #[case::dot_names(&[("f", tree(&[".hidden", ".", "..", ".config/x", "bin/.x", "bin/y"]))],
+        Expected::Layout(&["bin -> /nix/store/f/bin"], &[]))]
+    #[case::dangling_top(&[("f", tree(&["dangling -> dangling:/nowhere", "bin/y"]))],
+        Expected::Layout(&["bin -> /nix/store/f/bin"], &["skipping dangling symlink '/nix/store/eeee-user-environment/dangling'"]))]
+    #[case::dangling_ignored_name_still_warns(&[("f", tree(&["log -> dangling:/nowhere"]))],
+        Expected::Layout(&[], &["skipping dangling symlink '/nix/store/eeee-user-environment/log'"]))]
+    #[case::loop_where_walked(&[("f", tree(&["self -> loop:self"]))],
+        Expected::Error("getting status of '/nix/store/f/self': Too many levels of symbolic links".into()))]
+    fn package_roots_and_entries(#[case] packages: &[(&str, Node)], #[case] expected: Expected) {
+        let trees: Trees = packages
+            .iter()
+            .map(|(name, root)| (store(name), PackageTree::new(root.clone())))
+            .collect();
+        check(&[Package::new(store(packages[0].0))], &trees, &expected);
+    }
+
+    /// Package `l` of §11.3's filter example (plus the other ignored names).
+    const L: &[&str] = &[
+        "bin/log",
+        "bin/l",
+        "share/info/dir",
+        "share/info/l.info",
+        "lib/nix-support/z",
+        "lib/perl5/perllocal.pod",
+        "lib/perl5/L.pm",
+        "log",
+        "nix-support/setup-hook",
+        "manifest.nix",
+        "manifest.json",
+        "propagated-build-inputs",
+        "perllocal.pod",
+    ];
+
+    // §11.3 point 4: the ignore list applies only where the walk goes.
+    #[rstest]
+    #[case::l_alone(&[("l", L.to_vec())], &[
+        "bin -> /nix/store/l/bin", "lib -> /nix/store/l/lib", "share -> /nix/store/l/share"])]
+    #[case::l_and_m_merged(&[("l", L.to_vec()), ("m", vec!["bin/m", "share/info/m.info", "lib/q", "lib/perl5/M.pm"])], &[
+        "bin/", "bin/l -> /nix/store/l/bin/l", "bin/m -> /nix/store/m/bin/m",
+        "lib/", "lib/perl5/", "lib/perl5/L.pm -> /nix/store/l/lib/perl5/L.pm",
+        "lib/perl5/M.pm -> /nix/store/m/lib/perl5/M.pm", "lib/q -> /nix/store/m/lib/q",
+        "share/", "share/info/", "share/info/l.info -> /nix/store/l/share/info/l.info",
+        "share/info/m.info -> /nix/store/m/share/info/m.info"])]
+    #[case::suffix_is_a_whole_component(&packages!["a" => ["bin/blog", "bin/logs", "info/dirx", "xlog"], "b" => ["bin/b", "info/b"]], &[
+        "bin/", "bin/b -> /nix/store/b/bin/b", "bin/blog -> /nix/store/a/bin/blog",
+        "bin/logs -> /nix/store/a/bin/logs", "info/", "info/b -> /nix/store/b/info/b",
+        "info/dirx -> /nix/store/a/info/dirx", "xlog -> /nix/store/a/xlog"])]
+    #[case::info_dir_as_walked(&packages!["b" => ["share/info -> dir:/nix/store/b/docs", "docs/dir", "docs/b.info"], "c" => ["share/info/dir", "share/info/c.info"]], &[
+        "docs -> /nix/store/b/docs", "share/", "share/info/",
+        "share/info/b.info -> /nix/store/b/docs/b.info",
+        "share/info/c.info -> /nix/store/c/share/info/c.info",
+        "share/info/dir -> /nix/store/b/docs/dir"])]
+    fn ignore_list(
+        #[case] packages: &[(&str, Vec<&str>)],
+        #[case] expected: &'static [&'static str],
+    ) {
+        let trees = trees(packages);
+        let packages: Vec<Package> = packages
+            .iter()
+            .enumerate()
+            .map(|(index, (name, _))| {
+                Package::new(store(name)).with_priority(i32::try_from(index).unwrap_or(0))
+            })
+            .collect();
+        check(&packages, &trees, &Expected::Layout(expected, &[]));
+    }
+
+    // §11.3 point 5: a directory meeting a link to a directory replaces it with a real one,
+    // walks the old target again at its canonical path with the old priority, then the new
+    // source; a directory meeting a link to anything else collides, whatever the priorities.
+    // Point 6: a file meeting a real directory collides. Point 7: links are made to the path as
+    // visited, not resolved.
+    #[rstest]
+    #[case::merge_two_bins(&packages!["a" => ["bin/a", "share/doc/a/README"], "b" => ["bin/b", "share/doc/b/README"]], &[5, 5],
+        Expected::Layout(&["bin/", "bin/a -> /nix/store/a/bin/a", "bin/b -> /nix/store/b/bin/b",
+            "share/", "share/doc/", "share/doc/a -> /nix/store/a/share/doc/a",
+            "share/doc/b -> /nix/store/b/share/doc/b"], &[]))]
+    #[case::symlinked_directory_first(&packages!["b" => ["docs -> dir:/nix/store/x/share/doc"], "c" => ["docs/c/README"], "x" => ["share/doc/x/README"]], &[4, 6],
+        Expected::Layout(&["docs/", "docs/c -> /nix/store/c/docs/c", "docs/x -> /nix/store/x/share/doc/x"], &[]))]
+    #[case::symlinked_directory_second(&packages!["b" => ["docs -> dir:/nix/store/x/share/doc"], "c" => ["docs/c/README"], "x" => ["share/doc/x/README"]], &[6, 4],
+        Expected::Layout(&["docs/", "docs/c -> /nix/store/c/docs/c", "docs/x -> /nix/store/b/docs/x"], &[]))]
+    #[case::old_priority_kept_in_rewalk(&packages!["a" => ["bin/x"], "b" => ["bin/x", "bin/b"], "c" => ["bin/c"]], &[3, 7, 9],
+        Expected::Layout(&["bin/", "bin/b -> /nix/store/b/bin/b", "bin/c -> /nix/store/c/bin/c", "bin/x -> /nix/store/a/bin/x"], &[]))]
+    #[case::dangling_found_in_rewalk(&packages!["a" => ["bin/a", "bin/dead -> dangling:nowhere"], "b" => ["bin/b"]], &[5, 6],
+        Expected::Layout(&["bin/", "bin/a -> /nix/store/a/bin/a", "bin/b -> /nix/store/b/bin/b"],
+            &["skipping dangling symlink '/nix/store/eeee-user-environment/bin/dead'"]))]
+    #[case::directory_after_file(&packages!["a" => ["share/a"], "c" => ["share"]], &[5, 3],
+        Expected::Error("collision between '/nix/store/a/share' and non-directory '/nix/store/c/share'".into()))]
+    #[case::file_after_directory_same_priority(&packages!["a" => ["share/a"], "c" => ["share"]], &[5, 5],
+        Expected::Error(same_priority("/nix/store/c/share", "/nix/store/a/share", 5)))]
+    #[case::file_after_directory_loses(&packages!["a" => ["share/a"], "c" => ["share"]], &[3, 5],
+        Expected::Layout(&["share -> /nix/store/a/share"], &[]))]
+    #[case::file_against_merged_directory(&packages!["a" => ["share/a"], "b" => ["share/b"], "c" => ["share"]], &[1, 2, 3],
+        Expected::Error("collision between non-directory '/nix/store/c/share' and directory '/nix/store/eeee-user-environment/share'".into()))]
+    #[case::non_directory_named_canonically(&packages!["a" => ["share/a"], "c" => ["share -> file:/nix/store/x/real"]], &[5, 3],
+        Expected::Error("collision between '/nix/store/a/share' and non-directory '/nix/store/x/real'".into()))]
+    #[case::link_through_real_directory(&packages!["a" => ["share/a"], "b" => ["share/b"], "c" => ["share -> dir:/nix/store/x/share"], "x" => ["share/x/data"]], &[1, 2, 3],
+        Expected::Layout(&["share/", "share/a -> /nix/store/a/share/a", "share/b -> /nix/store/b/share/b", "share/x -> /nix/store/c/share/x"], &[]))]
+    #[case::links_are_not_resolved(&packages!["b" => ["docs -> dir:/nix/store/a/share/doc", "bin -> file:/nix/store/a/bin"], "a" => ["share/doc/a"]], &[5, 6],
+        Expected::Layout(&["bin -> /nix/store/b/bin", "docs -> /nix/store/b/docs", "share -> /nix/store/a/share"], &[]))]
+    #[case::deep_collision(&packages!["a" => ["share/doc/x/README", "share/doc/a"], "b" => ["share/doc/x/README", "share/doc/b"]], &[5, 5],
+        Expected::Error(same_priority("/nix/store/b/share/doc/x/README", "/nix/store/a/share/doc/x/README", 5)))]
+    fn directories_and_links(
+        #[case] packages: &[(&str, Vec<&str>)],
+        #[case] priorities: &[i32],
+        #[case] expected: Expected,
+    ) {
+        let trees = trees(packages);
+        let packages: Vec<Package> = packages
+            .iter()
+            .zip(priorities)
+            .map(|((name, _), priority)| Package::new(store(name)).with_priority(*priority))
+            .collect();
+        check(&packages, &trees, &expected);
+    }
+
+    /// §11.3's verified tree: `a` with ignored entries and a dangling link, `b` with a `docs`
+    /// link into `a`.
+    #[test]
+    fn verified_example_tree() {
+        let trees = trees(&[
+            (
+                "a",
+                vec![
+                    "bin/a",
+                    "share/doc/a/README",
+                    "share/info/dir",
+                    "share/info/a.info",
+                    "nix-support/setup-hook",
+                    ".hidden",
+                    "log",
+                    "lib/perl5/perllocal.pod",
+                    "manifest.json",
+                    "propagated-build-inputs",
+                    "dangling -> dangling:nowhere",
+                ],
+            ),
+            (
+                "b",
+                vec![
+                    "bin/b",
+                    "share/doc/b/README",
+                    "docs -> dir:/nix/store/a/share/doc",
+                ],
+            ),
+        ]);
+        let layout = run(
+            &[Package::new(store("a")), Package::new(store("b"))],
+            &trees,
+        )
+        .expect("no collision");
+        assert_eq!(
+            listing(&layout),
+            [
+                "bin/",
+                "bin/a -> /nix/store/a/bin/a",
+                "bin/b -> /nix/store/b/bin/b",
+                "docs -> /nix/store/b/docs",
+                "lib -> /nix/store/a/lib",
+                "share/",
+                "share/doc/",
+                "share/doc/a -> /nix/store/a/share/doc/a",
+                "share/doc/b -> /nix/store/b/share/doc/b",
+                "share/info -> /nix/store/a/share/info",
+            ]
+        );
+        assert_eq!(
+            warnings(&layout),
+            ["skipping dangling symlink '/nix/store/eeee-user-environment/dangling'"]
+        );
+    }
+
+    /// A merge through a chain of links walks the fully resolved path, as `canonPath` does.
+    #[test]
+    fn merge_walks_the_canonical_path() {
+        let trees = trees(&[
+            ("b", vec!["docs -> dir:/nix/store/a/share/doc"]),
+            ("d", vec!["docs/d"]),
+            ("a", vec!["share/doc/a"]),
+        ]);
+        let layout = run(
+            &[
+                Package::new(store("b")).with_priority(4),
+                Package::new(store("d")).with_priority(6),
+            ],
+            &trees,
+        )
+        .expect("no collision");
+        assert_eq!(
+            listing(&layout),
+            [
+                "docs/",
+                "docs/a -> /nix/store/a/share/doc/a",
+                "docs/d -> /nix/store/d/docs/d"
+            ]
+        );
+    }
+
+    /// A merged link whose directory was not handed in is reported, not guessed.
+    #[test]
+    fn missing_merged_directory_is_an_error() {
+        let trees = trees(&packages!["b" => ["docs -> dir:/elsewhere/doc"], "d" => ["docs/d"]]);
+        let error = run(
+            &[
+                Package::new(store("b")),
+                Package::new(store("d")).with_priority(6),
+            ],
+            &trees,
+        )
+        .expect_err("the target is unknown");
+        assert_eq!(
+            error,
+            LayoutError::UnknownDirectory {
+                source_path: "/nix/store/b/docs".into(),
+                canonical_path: "/elsewhere/doc".into(),
+            }
+        );
+    }
+
+    /// Cyclic symlinks are fine: a directory reached through a link is looked up only when
+    /// walked, and the walk goes only as deep as real directories in other packages. Each merge
+    /// walks the old target at its canonical path, so those links name `a/share`, not the loop.
+    #[test]
+    fn symlink_cycles_terminate() {
+        let trees = trees(&[
+            ("a", vec!["share/loop -> dir:/nix/store/a/share", "share/a"]),
+            ("b", vec!["share/loop/loop/loop/b"]),
+        ]);
+        let layout = run(
+            &[Package::new(store("a")), Package::new(store("b"))],
+            &trees,
+        )
+        .expect("no collision");
+        assert_eq!(
+            listing(&layout),
+            [
+                "share/",
+                "share/a -> /nix/store/a/share/a",
+                "share/loop/",
+                "share/loop/a -> /nix/store/a/share/a",
+                "share/loop/loop/",
+                "share/loop/loop/a -> /nix/store/a/share/a",
+                "share/loop/loop/loop/",
+                "share/loop/loop/loop/a -> /nix/store/a/share/a",
+                "share/loop/loop/loop/b -> /nix/store/b/share/loop/loop/loop/b",
+                "share/loop/loop/loop/loop -> /nix/store/a/share/loop",
+            ]
+        );
+    }
+
+    /// Names no filesystem holds are skipped with a warning; `.`-led ones (`..` too) silently,
+    /// as Nix skips them; nothing lands outside the environment either way.
+    #[rstest]
+    #[case::empty("", true)]
+    #[case::slash("a/b", true)]
+    #[case::absolute("/etc", true)]
+    #[case::nul("a\0b", true)]
+    #[case::escaping_slash("../../etc", false)]
+    #[case::parent("..", false)]
+    fn invalid_names_are_skipped(#[case] name: &str, #[case] warned: bool) {
+        let root = Node::directory([(name, Node::File), ("ok", Node::File)]);
+        let trees: Trees = [(store("a"), PackageTree::new(root))].into_iter().collect();
+        let layout = run(&[Package::new(store("a"))], &trees).expect("no collision");
+        assert_eq!(listing(&layout), ["ok -> /nix/store/a/ok"]);
+        let expected = if warned {
+            vec![LayoutWarning::InvalidName {
+                directory: store("a"),
+                name: name.to_owned(),
+            }]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(layout.warnings, expected);
+    }
+
+    #[rstest]
+    #[case::plain("5", Some(5))]
+    #[case::negative("-2", Some(-2))]
+    #[case::plus("+7", Some(7))]
+    #[case::leading_space(" \t\n4xyz", Some(4))]
+    #[case::float_text("2.700000", Some(2))]
+    #[case::leading_zeros("007", Some(7))]
+    #[case::maximum("2147483647", Some(i32::MAX))]
+    #[case::minimum("-2147483648", Some(i32::MIN))]
+    #[case::too_big("2147483648", None)]
+    #[case::too_small("-2147483649", None)]
+    #[case::huge("99999999999999999999999", None)]
+    #[case::word("high", None)]
+    #[case::empty("", None)]
+    #[case::sign_only("-", None)]
+    #[case::space_after_sign("- 1", None)]
+    fn priorities_read_like_stoi(#[case] token: &str, #[case] expected: Option<i32>) {
+        assert_eq!(read_priority(token), expected);
+    }
+
+    #[rstest]
+    #[case("false", false)]
+    #[case("true", true)]
+    #[case("FALSE", true)]
+    #[case("no", true)]
+    #[case("0", true)]
+    #[case("", true)]
+    fn only_false_deactivates(#[case] token: &str, #[case] active: bool) {
+        assert_eq!(read_active(token), active);
+    }
+
+    #[test]
+    fn environment_paths_sort_parents_first() {
+        let mut paths = [
+            EnvironmentPath("a-b".into()),
+            EnvironmentPath("a/b".into()),
+            EnvironmentPath("a".into()),
+            EnvironmentPath("a/b/c".into()),
+            EnvironmentPath("a.b".into()),
+        ];
+        paths.sort();
+        let texts: Vec<&str> = paths.iter().map(EnvironmentPath::as_str).collect();
+        assert_eq!(texts, ["a", "a/b", "a/b/c", "a-b", "a.b"]);
+    }
+
+    #[test]
+    fn directory_lookup_uses_the_longest_prefix() {
+        let mut trees = trees(&packages!["a" => ["share/doc/x"]]);
+        trees.insert(store("a/share"), PackageTree::new(tree(&["other/y"])));
+        assert!(trees.directory_at("/nix/store/a/share/doc").is_none());
+        assert!(trees.directory_at("/nix/store/a/share/other").is_some());
+        assert!(trees.directory_at("/nix/store/a").is_some());
+        assert!(trees.directory_at("/nix/store/a/share/doc/x").is_none());
+        assert!(trees.directory_at("/nix/store").is_none());
+        assert!(trees.directory_at("").is_none());
+        assert!(trees.directory_at("relative").is_none());
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Properties.
+
+    const STORE_PATHS: [&str; 4] = ["/s/a", "/s/b", "/s/c", "/s/d"];
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec!["bin", "share", "x", "y", "lib", "info", "dir", "log", "é"])
+                .prop_map(str::to_owned),
+            1 => prop::sample::select(vec!["", ".", "..", "a/b", "../..", "/", "nul\0", ".hidden", "nix-support", "manifest.nix"])
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    fn resolution() -> impl Strategy<Value = Resolution> {
+        let canonical = prop::sample::select(vec![
+            "/s/a",
+            "/s/a/bin",
+            "/s/b/share",
+            "/s/c/x/y",
+            "/elsewhere",
+            "/s/d/..",
+        ])
+        .prop_map(str::to_owned);
+        prop_oneof![
+            canonical
+                .clone()
+                .prop_map(|canonical_path| Resolution::Directory { canonical_path }),
+            canonical.prop_map(|canonical_path| Resolution::NonDirectory { canonical_path }),
+            Just(Resolution::Dangling),
+            Just(Resolution::Loop),
+        ]
+    }
+
+    fn node() -> impl Strategy<Value = Node> {
+        let leaf = prop_oneof![
+            3 => Just(Node::File),
+            1 => (name(), resolution()).prop_map(|(target, resolves_to)| Node::Symlink(Symlink { target, resolves_to })),
+        ];
+        leaf.prop_recursive(4, 48, 5, |inner| {
+            prop::collection::btree_map(name(), inner, 0..5)
+                .prop_map(|entries| Node::Directory(Directory { entries }))
+        })
+    }
+
+    fn propagated() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec!["/s/a", "/s/b", "/s/c", "/s/d", "/s/missing", ""]),
+                    prop::sample::select(vec![" ", "\n", "\t", "  "]),
+                ),
+                0..4,
+            )
+            .prop_map(|parts| {
+                parts
+                    .into_iter()
+                    .map(|(path, separator)| format!("{path}{separator}"))
+                    .collect()
+            }),
+        )
+    }
+
+    fn input() -> impl Strategy<Value = (Vec<Package>, Trees)> {
+        let tree =
+            (node(), propagated()).prop_map(|(root, propagated_user_env_packages)| PackageTree {
+                root,
+                propagated_user_env_packages,
+            });
+        let trees = prop::collection::vec(tree, STORE_PATHS.len())
+            .prop_map(|trees| STORE_PATHS.iter().copied().zip(trees).collect::<Trees>());
+        let package = (
+            prop::sample::select(STORE_PATHS.to_vec()),
+            prop::sample::select(vec![-1, 0, 5, 5, 999, 1000, 1001, 1002]),
+            prop::bool::weighted(0.85),
+        )
+            .prop_map(|(store_path, priority, active)| Package {
+                store_path: store_path.to_owned(),
+                priority,
+                active,
+            });
+        (prop::collection::vec(package, 0..5), trees)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever the trees hold, every operation's path is made of valid names inside the
+        /// environment, each path appears once, and every parent is a directory created before.
+        #[test]
+        fn no_operation_escapes_the_environment((packages, trees) in input()) {
+            if let Ok(layout) = layout(&packages, &trees, ENVIRONMENT) {
+                let mut directories = BTreeSet::new();
+                let mut seen = BTreeSet::new();
+                for operation in &layout.operations {
+                    let path = operation.path();
+                    prop_assert!(seen.insert(path.as_str().to_owned()), "{path} twice");
+                    let components: Vec<&str> = path.components().collect();
+                    for component in &components {
+                        prop_assert!(
+                            !component.is_empty() && !component.starts_with('.') && !component.contains('\0'),
+                            "bad component in {path:?}"
+                        );
+                    }
+                    if let Some((_, parents)) = components.split_last()
+                        && !parents.is_empty()
+                    {
+                        prop_assert!(directories.contains(&parents.join("/")), "{path} before its parent");
+                    }
+                    if let Operation::Directory(path) = operation {
+                        directories.insert(path.as_str().to_owned());
+                    }
+                }
+            }
+        }
+
+        /// The builder sorts its input, so the order packages come in changes nothing.
+        #[test]
+        fn package_order_does_not_matter((packages, trees) in input()) {
+            let mut reversed = packages.clone();
+            reversed.reverse();
+            prop_assert_eq!(
+                layout(&packages, &trees, ENVIRONMENT),
+                layout(&reversed, &trees, ENVIRONMENT)
+            );
+        }
+    }
+}
