@@ -31,6 +31,10 @@ pub struct CatalogEntry {
     pub outputs: BTreeMap<String, Option<String>>,
     /// The meta attributes, as JSON values (Nix attribute sets are sorted, and so is this map).
     pub meta: Map<String, Value>,
+    /// Where each output's tree is on disk, for sources that ship trees (channels); empty for
+    /// catalogs, whose outputs are store paths.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trees: BTreeMap<String, String>,
 }
 
 impl CatalogEntry {
@@ -160,6 +164,7 @@ impl<'de> Deserialize<'de> for CatalogWire {
                             .outputs
                             .unwrap_or_else(|| BTreeMap::from([("out".to_owned(), None)])),
                         meta: wire.meta.unwrap_or_default(),
+                        trees: BTreeMap::new(),
                     });
                 }
                 Ok(CatalogWire(entries))
@@ -576,6 +581,7 @@ mod tests {
             output_name: "out".to_owned(),
             outputs: BTreeMap::new(),
             meta: Map::new(),
+            trees: BTreeMap::new(),
         };
         let catalog = Catalog::new(vec![
             vec![entry("zed", "zed-1"), entry("alpha", "foo-1")],

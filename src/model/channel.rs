@@ -172,6 +172,9 @@ fn toml_to_json(value: toml::Value) -> Value {
 
 /// Builds the catalog entries of a channel from its directory listing and metadata text.
 ///
+/// Each entry's `trees` name its outputs' directories relative to the channel: the package
+/// directory itself for a package without declared outputs, `DIRECTORY/OUTPUT` otherwise.
+///
 /// `host_system` is the system of packages whose metadata does not name one (channel packages
 /// are usually scripts or prebuilt trees for the machine they sit on).
 pub fn channel_entries(
@@ -274,6 +277,7 @@ fn package_entry(
     };
 
     let mut outputs = BTreeMap::new();
+    let mut trees = BTreeMap::new();
     match package.and_then(|package| package.outputs.as_ref()) {
         Some(declared) => {
             if declared.get_ref().is_empty() {
@@ -295,10 +299,12 @@ fn package_entry(
                     ));
                 }
                 outputs.insert(output.clone(), None);
+                trees.insert(output.clone(), format!("{}/{output}", directory.name));
             }
         }
         None => {
             outputs.insert("out".to_owned(), None);
+            trees.insert("out".to_owned(), directory.name.clone());
         }
     }
 
@@ -321,6 +327,7 @@ fn package_entry(
         output_name: "out".to_owned(),
         outputs,
         meta,
+        trees,
     })
 }
 
@@ -435,6 +442,18 @@ outputsToInstall = ["out", "man"]
         let jq = entries.iter().find(|e| e.name == "jq-1.7.1").expect("jq");
         assert_eq!(jq.outputs.keys().collect::<Vec<_>>(), ["doc", "man", "out"]);
         assert_eq!(jq.outputs_to_install(), ["out", "man"]);
+        assert_eq!(
+            jq.trees.get("man").map(String::as_str),
+            Some("jq-1.7.1/man")
+        );
+        let hello = entries
+            .iter()
+            .find(|e| e.name == "hello-2.10")
+            .expect("hello");
+        assert_eq!(
+            hello.trees.get("out").map(String::as_str),
+            Some("hello-2.10")
+        );
         assert_eq!(jq.selection_priority(), 4);
         assert_eq!(jq.description(), Some("JSON processor"));
         assert!(entries.iter().any(|e| e.attr_path == "hello"));

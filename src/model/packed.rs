@@ -8,11 +8,11 @@
 //! Layout, little-endian:
 //!
 //! ```text
-//! magic "declenv-packed-3" | count u32 | records: count × 48 bytes | strings: u32 len + UTF-8 | details: u32 len + bytes
+//! magic "declenv-packed-4" | count u32 | records: count × 48 bytes | strings: u32 len + UTF-8 | details: u32 len + bytes
 //! record: attr (u32 offset, u32 len) | name (u32, u32) | system (u32, u32; offset u32::MAX = none)
 //!         | description (u32, u32; offset u32::MAX = none) | selection priority i64
 //!         | details (u32 offset, u32 len)
-//! details: output name, outputs, meta, in the varint/tag encoding of `encode_details`
+//! details: output name, outputs, meta, trees, in the varint/tag encoding of `encode_details`
 //! ```
 //!
 //! Pure: bytes in, views out. [`PackedCatalog::from_bytes`] checks every offset once, so the
@@ -22,7 +22,7 @@ use super::catalog::CatalogEntry;
 use serde_json::{Map, Number, Value};
 use std::collections::BTreeMap;
 
-const MAGIC: &[u8; 16] = b"declenv-packed-3";
+const MAGIC: &[u8; 16] = b"declenv-packed-4";
 const RECORD: usize = 48;
 const NONE: u32 = u32::MAX;
 
@@ -257,6 +257,11 @@ impl PackedCatalog {
             outputs.insert(output, reader.option()?);
         }
         let mut meta = reader.map(0)?;
+        let mut trees = BTreeMap::new();
+        for _ in 0..reader.len()? {
+            let output = reader.string()?;
+            trees.insert(output, reader.string()?);
+        }
         if let Some(description) = self.description(index) {
             meta.insert(
                 "description".to_owned(),
@@ -270,6 +275,7 @@ impl PackedCatalog {
             output_name,
             outputs,
             meta,
+            trees,
         })
     }
 
@@ -309,6 +315,11 @@ fn encode_details(out: &mut Vec<u8>, entry: &CatalogEntry) {
         }
         put_str(out, key);
         put_value(out, value);
+    }
+    put_len(out, entry.trees.len());
+    for (output, tree) in &entry.trees {
+        put_str(out, output);
+        put_str(out, tree);
     }
 }
 
@@ -557,6 +568,11 @@ mod tests {
                         output_name: "out".to_owned(),
                         outputs: BTreeMap::from([("out".to_owned(), None)]),
                         meta,
+                        trees: if index % 3 == 0 {
+                            BTreeMap::from([("out".to_owned(), format!("/channel/{name}"))])
+                        } else {
+                            BTreeMap::new()
+                        },
                     }
                 })
                 .collect();

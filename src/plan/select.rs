@@ -295,6 +295,7 @@ mod tests {
             output_name: "out".to_owned(),
             outputs: Outputs::new(),
             meta,
+            trees: Outputs::new(),
         }
     }
 

@@ -5,8 +5,10 @@
 //! anything those pure rules decide. It never prints: messages that `nix-env` prints go to a
 //! caller-supplied callback as [`ProfileMessage`] values.
 
+pub mod build;
 pub mod generations;
 pub mod lock;
+pub mod realise;
 
 pub use generations::{
     CreatedGeneration, DiscoveredGeneration, GenerationMetadata, Generations, LockedProfile,

@@ -200,12 +200,18 @@ pub fn load_channel(path: &Path) -> Result<Vec<CatalogEntry>, SourceError> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => None,
         Err(error) => return Err(read_error(&metadata_path)(error)),
     };
-    channel::channel_entries(&directories, metadata.as_deref(), &host_system()).map_err(|error| {
-        SourceError::Channel {
+    let mut entries = channel::channel_entries(&directories, metadata.as_deref(), &host_system())
+        .map_err(|error| SourceError::Channel {
             path: metadata_path,
             error,
+        })?;
+    let channel = std::path::absolute(path).map_err(read_error(path))?;
+    for entry in &mut entries {
+        for tree in entry.trees.values_mut() {
+            *tree = channel.join(&*tree).to_string_lossy().into_owned();
         }
-    })
+    }
+    Ok(entries)
 }
 
 /// Reads a catalog JSON file, through the cache when one is configured.
