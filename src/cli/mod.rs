@@ -4,6 +4,7 @@
 //! Commands are thin: they resolve settings, call the library and print. The one renderer in
 //! [`report_error`] prints `error:`, the causes, then `hint:` lines.
 
+mod debug;
 mod gc;
 mod generations;
 mod search;
@@ -58,6 +59,9 @@ enum Command {
     Rollback(generations::RollbackArgs),
     /// Delete store paths that no generation or GC root reaches
     Gc(gc::GcArgs),
+    /// Internal commands for benchmarks and tests
+    #[command(subcommand, hide = true)]
+    Debug(debug::DebugCommand),
 }
 
 /// Settings resolved once from the command line and the environment.
@@ -136,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::Generations(command) => generations::run(&settings, &command),
         Command::Rollback(args) => generations::rollback(&settings, &args),
         Command::Gc(args) => gc::run(&settings, &args),
+        Command::Debug(command) => debug::run(&settings, &command),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
@@ -180,6 +185,9 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
         }
         if let Some(profile_error) = cause.downcast_ref::<crate::profile::ProfileError>() {
             hints.extend(profile_error.hint());
+        }
+        if let Some(build_error) = cause.downcast_ref::<crate::profile::build::BuildError>() {
+            hints.extend(build_error.hint());
         }
         if let Some(store_error) = cause.downcast_ref::<crate::store::StoreError>() {
             hints.extend(store_error.hint());
