@@ -6,12 +6,12 @@
 //! |---|---|---|
 //! | [`version`] | pure | Nix version ordering, `splitVersion`, `DrvName` |
 //! | [`selector`] | pure | `nix-env` selectors (ERE name part, exact version part) |
-//! | [`model`] | pure | catalog entries and their parsers (JSON, channel metadata) |
-//! | [`plan`] | pure | choosing packages (Nix's selection rules), generation numbering and policies |
+//! | [`model`] | pure | catalog entries and their parsers (JSON, channel metadata), `manifest.nix` |
+//! | [`plan`] | pure | choosing packages (Nix's selection rules), the environment layout, generation numbering and policies, what GC deletes |
 //! | [`fs`] | I/O | atomic writes |
-//! | [`profile`] | I/O | generations: links, the profile lock, switching, deletion, metadata |
+//! | [`profile`] | I/O | realising packages, building environments, generations, the profile lock |
 //! | [`source`] | I/O | reading catalogs from disk, the parsed-catalog cache |
-//! | [`store`] | I/O | the embedded content-addressed store: NAR, store paths, registration |
+//! | [`store`] | I/O | the embedded content-addressed store: NAR, store paths, registration, GC |
 //! | `cli` (binary) | I/O | commands, output, diagnostics |
 
 #[doc(hidden)]
