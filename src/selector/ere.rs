@@ -19,13 +19,15 @@
 //! - Ranges compare *signed* chars: bytes >= 0x80 sort before ASCII, so `[a-é]` is an invalid
 //!   range while `[é-z]` (0xA9 up to `z`) covers 0xA9..=0xFF and 0x00..=0x7A.
 //! - Interval counts are accumulated in a `long` and truncated to `int`: `a{4294967297}` is
-//!   `a{1}`, and a count that wraps negative repeats zero times.
+//!   `a{1}`; a minimum that wraps negative is not repeated but still subtracted from the
+//!   maximum, so `a{4294967295,1}` (minimum -1) is `a{0,2}`.
+//! - The state limit counts every copy made for `{m,n}`, including the operand's original
+//!   states: `a{99993}` is accepted, `a{99994}` is not; `a{1000}{1000}` is rejected.
 //! - Equivalence classes compare lower-cased characters: `[[=a=]]` matches `a` and `A`.
 //! - Collating symbols are the POSIX names (`[[.hyphen.]]`) or a single letter (`[[.a.]]`);
 //!   `[[.-.]]` is invalid.
 //! - `.` matches every byte except NUL, newline included.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// A pattern libstdc++ rejects, with libstdc++'s own message.
@@ -317,6 +319,8 @@ struct Fragment {
 #[derive(Default)]
 struct Nfa {
     states: Vec<SimState>,
+    /// Scratch map from original to copied state for [`Nfa::clone_seq`]; `NO_STATE` when unset.
+    copies: Vec<usize>,
 }
 
 impl Nfa {
@@ -351,34 +355,63 @@ impl Nfa {
     /// `_StateSeq::_M_clone`: a depth-first copy that checks for visited states when pushing,
     /// so a state can be copied more than once.
     fn clone_seq(&mut self, start: usize, end: usize) -> Result<(usize, usize), EreError> {
-        let mut map: HashMap<usize, usize> = HashMap::new();
-        let mut stack = vec![start];
-        while let Some(old) = stack.pop() {
-            let copy = self.states[old];
-            let new = self.insert(copy)?;
-            map.insert(old, new);
-            if copy.has_alt && copy.alt != NO_STATE && !map.contains_key(&copy.alt) {
-                stack.push(copy.alt);
+        let mut copies = std::mem::take(&mut self.copies);
+        copies.resize(self.states.len(), NO_STATE);
+        let mut originals = Vec::new();
+        let result = self.copy_reachable(start, end, &mut copies, &mut originals);
+        if result.is_ok() {
+            for &original in &originals {
+                let copy = copies[original];
+                let state = self.states[copy];
+                if let Some(&next) = copies.get(state.next).filter(|&&next| next != NO_STATE) {
+                    self.states[copy].next = next;
+                }
+                if state.has_alt
+                    && let Some(&alt) = copies.get(state.alt).filter(|&&alt| alt != NO_STATE)
+                {
+                    self.states[copy].alt = alt;
+                }
             }
-            if old == end {
+        }
+        // The start is always copied; the end is reachable from it in every fragment built.
+        let copied = |state: usize| match copies[state] {
+            NO_STATE => state,
+            copy => copy,
+        };
+        let ends = (copied(start), copied(end));
+        for &original in &originals {
+            copies[original] = NO_STATE;
+        }
+        self.copies = copies;
+        result.map(|()| ends)
+    }
+
+    fn copy_reachable(
+        &mut self,
+        start: usize,
+        end: usize,
+        copies: &mut [usize],
+        originals: &mut Vec<usize>,
+    ) -> Result<(), EreError> {
+        let mut stack = vec![start];
+        while let Some(original) = stack.pop() {
+            let state = self.states[original];
+            let copy = self.insert(state)?;
+            if copies[original] == NO_STATE {
+                originals.push(original);
+            }
+            copies[original] = copy;
+            if state.has_alt && state.alt != NO_STATE && copies[state.alt] == NO_STATE {
+                stack.push(state.alt);
+            }
+            if original == end {
                 continue;
             }
-            if copy.next != NO_STATE && !map.contains_key(&copy.next) {
-                stack.push(copy.next);
+            if state.next != NO_STATE && copies[state.next] == NO_STATE {
+                stack.push(state.next);
             }
         }
-        for &new in map.values() {
-            let state = self.states[new];
-            if let Some(&next) = map.get(&state.next) {
-                self.states[new].next = next;
-            }
-            if state.has_alt
-                && let Some(&alt) = map.get(&state.alt)
-            {
-                self.states[new].alt = alt;
-            }
-        }
-        Ok((map[&start], map[&end]))
+        Ok(())
     }
 }
 
@@ -596,8 +629,10 @@ impl Bracket {
 struct Frame {
     /// The group's `subexpr_begin` state; `None` for the whole pattern.
     group_start: Option<usize>,
-    /// The alternatives finished so far, already joined.
-    previous: Option<Fragment>,
+    /// The states of the alternatives finished so far, already joined.
+    previous: Option<(usize, usize)>,
+    /// The syntax trees of the alternatives finished so far.
+    branches: Vec<NodeId>,
     /// The terms of the alternative being read.
     terms: Vec<Fragment>,
 }
@@ -607,6 +642,7 @@ impl Frame {
         Self {
             group_start,
             previous: None,
+            branches: Vec::new(),
             terms: Vec::new(),
         }
     }
@@ -669,6 +705,22 @@ impl<'p> Compiler<'p> {
         if min == 1 && max == Some(1) {
             return inner;
         }
+        // `(x*)*`, `(x+)*`, `(x*)+` are `x*` and `(x+)+` is `x+`: keeps deep nests of loops
+        // within the `regex` crate's nesting limit.
+        if let Node::Repeat {
+            inner: operand,
+            min: inner_min @ (0 | 1),
+            max: None,
+        } = self.nodes[inner]
+            && min <= 1
+            && max.is_none()
+        {
+            return self.node(Node::Repeat {
+                inner: operand,
+                min: inner_min.min(min),
+                max: None,
+            });
+        }
         self.node(Node::Repeat { inner, min, max })
     }
 
@@ -689,27 +741,31 @@ impl<'p> Compiler<'p> {
             let alternative = self.join_terms(&terms, dummy);
             let frame = frames.last_mut().expect("an open disjunction");
             let joined = match frame.previous.take() {
-                None => alternative,
-                Some(previous) => {
+                None => (alternative.start, alternative.end),
+                Some((previous_start, previous_end)) => {
                     let end = self.nfa.plain()?;
-                    self.nfa.link(previous.end, end);
+                    self.nfa.link(previous_end, end);
                     self.nfa.link(alternative.end, end);
-                    let branch = self.nfa.branch(alternative.start, previous.start)?;
-                    let node = self.alternation(previous.node, alternative.node);
-                    Fragment {
-                        start: branch,
-                        end,
-                        node,
-                    }
+                    (self.nfa.branch(alternative.start, previous_start)?, end)
                 }
             };
             let frame = frames.last_mut().expect("an open disjunction");
             frame.previous = Some(joined);
+            frame.branches.push(alternative.node);
             if self.match_token(Token::Or)? {
                 continue;
             }
             // End of a disjunction.
-            let frame = frames.pop().expect("an open disjunction");
+            let mut frame = frames.pop().expect("an open disjunction");
+            let node = match frame.branches.as_slice() {
+                [single] => *single,
+                _ => self.node(Node::Alternation(std::mem::take(&mut frame.branches))),
+            };
+            let joined = Fragment {
+                start: joined.0,
+                end: joined.1,
+                node,
+            };
             let Some(group_start) = frame.group_start else {
                 if !self.match_token(Token::Eof)? {
                     return Err(EreError::new(msg::PAREN));
@@ -788,10 +844,8 @@ impl<'p> Compiler<'p> {
                 self.nfa.link(previous_end, term.start);
             }
             end = Some(term.end);
-            match &self.nodes[term.node] {
-                Node::Empty => {}
-                Node::Concat(inner) => nodes.extend_from_slice(inner),
-                _ => nodes.push(term.node),
+            if !matches!(self.nodes[term.node], Node::Empty) {
+                nodes.push(term.node);
             }
         }
         let start = match (terms.first(), end) {
@@ -811,15 +865,6 @@ impl<'p> Compiler<'p> {
             end: dummy,
             node,
         }
-    }
-
-    fn alternation(&mut self, left: NodeId, right: NodeId) -> NodeId {
-        let mut branches = match &self.nodes[left] {
-            Node::Alternation(branches) => branches.clone(),
-            _ => vec![left],
-        };
-        branches.push(right);
-        self.node(Node::Alternation(branches))
     }
 
     /// `while (_M_quantifier());` after an atom.
@@ -1092,6 +1137,11 @@ impl<'p> Compiler<'p> {
                     }
                 }
                 Node::Repeat { inner, min, max } => {
+                    // A quantifier directly after another would make it lazy or possessive.
+                    if context == Context::Atom {
+                        out.push_str("(?:");
+                        work.push(Work::Text(")"));
+                    }
                     work.push(Work::Quantifier(*min, *max));
                     work.push(Work::Node(*inner, Context::Atom));
                 }
@@ -1208,6 +1258,9 @@ mod tests {
     #[case("^a$", "a", true)]
     #[case("a{4294967297}", "a", true)]
     #[case("a{4294967296}", "", true)]
+    #[case("a{4294967295,1}", "aa", true)]
+    #[case("a{4294967295,1}", "aaa", false)]
+    #[case("a{99993}", "a", false)]
     #[case("[[=a=]]", "A", true)]
     #[case("[[.hyphen.]]", "-", true)]
     #[case(".", "\n", true)]
@@ -1224,6 +1277,7 @@ mod tests {
     #[case("(a{1000}){1000}")]
     #[case("a{99999}{99999}{99999}")]
     #[case("a{2147483648,1}")]
+    #[case("a{99994}")]
     fn pathological_sizes_hit_the_state_limit(#[case] pattern: &str) {
         assert_eq!(translate(pattern), Err(EreError::new(msg::SPACE)));
     }
@@ -1303,6 +1357,7 @@ mod tests {
         let cases = std::fs::read_to_string(cases_path).expect("cases file");
         let results = std::fs::read_to_string(results_path).expect("results file");
         let (mut patterns, mut accepted, mut too_large, mut candidates) = (0, 0, 0, 0);
+        let mut timed_out = 0;
         let mut disagreements = Vec::new();
         for (case, result) in cases.lines().zip(results.lines()) {
             let mut fields = case.split(' ');
@@ -1311,10 +1366,20 @@ mod tests {
                 continue;
             };
             patterns += 1;
+            // "T bits": libstdc++ accepted but ran out of time; compare the bits it produced.
+            let expected_bits = result.strip_prefix("T ").map(str::len);
+            let result = match result.strip_prefix("T ") {
+                Some(bits) => {
+                    timed_out += 1;
+                    format!("M {bits}")
+                }
+                None => result.to_owned(),
+            };
             let ours = match compile(&pattern) {
                 Ok(regex) => {
                     accepted += 1;
                     let bits: String = fields
+                        .take(expected_bits.unwrap_or(usize::MAX))
                         .map(|field| {
                             candidates += 1;
                             if regex.is_match(&decode_hex(field)) {
@@ -1344,7 +1409,8 @@ mod tests {
         }
         println!(
             "{patterns} patterns, {accepted} accepted, {candidates} candidates matched, \
-             {too_large} too large for the regex crate, {} disagreements",
+             {too_large} too large for the regex crate, {timed_out} timed out in libstdc++, \
+             {} disagreements",
             disagreements.len()
         );
         for disagreement in disagreements.iter().take(40) {

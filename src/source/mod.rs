@@ -202,9 +202,9 @@ pub fn load_channel(path: &Path) -> Result<Vec<CatalogEntry>, SourceError> {
     };
     let mut entries = channel::channel_entries(&directories, metadata.as_deref(), &host_system())
         .map_err(|error| SourceError::Channel {
-            path: metadata_path,
-            error,
-        })?;
+        path: metadata_path,
+        error,
+    })?;
     let channel = std::path::absolute(path).map_err(read_error(path))?;
     for entry in &mut entries {
         for tree in entry.trees.values_mut() {
