@@ -159,7 +159,7 @@ fn identical_environment_reuses_the_highest_generation() {
         Profile::new(&profile_path, ProfileLayout::under_root(&setup.root)).expect("profile");
     let hello = setup.element("hello-2.12.1");
     let jq = setup.element("jq-1.7.1");
-    let mut commit = |elements: &[ManifestElement]| {
+    let commit = |elements: &[ManifestElement]| {
         let environment = setup.build(elements).expect("builds");
         let token = profile.read_token().expect("token");
         profile
@@ -172,7 +172,7 @@ fn identical_environment_reuses_the_highest_generation() {
             )
             .expect("commits")
     };
-    let first = commit(&[hello.clone()]);
+    let first = commit(std::slice::from_ref(&hello));
     let second = commit(&[hello.clone(), jq.clone()]);
     let third = commit(&[hello, jq]);
     assert_eq!((first.number, second.number, third.number), (1, 2, 2));

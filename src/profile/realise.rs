@@ -44,7 +44,7 @@ pub enum RealiseError {
         package: String,
         /// What the store said.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 }
 
@@ -88,7 +88,7 @@ pub fn realise(
                 .add_tree(Path::new(tree), &output_store_name(&entry.name, output))
                 .map_err(|source| RealiseError::Store {
                     package: entry.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?
                 .to_string()
         } else {
