@@ -1,0 +1,371 @@
+//! Crash safety of building an environment and switching the profile to it: `declenv debug
+//! build-environment` is killed with SIGKILL at many instants of its run, on a root whose profile
+//! already has generations. After every kill the profile must point at a complete generation (an
+//! environment that is a valid store path, with a readable `manifest.nix` naming the packages of
+//! the old or the new set, every link of it resolving into a valid store path), the store must
+//! hold no damaged valid path, no lock may block the next run, and the generation numbers must be
+//! unique and increasing. A final run converges, and an identical one reuses its generation.
+
+#![expect(
+    clippy::print_stderr,
+    reason = "the test reports where its kills landed"
+)]
+
+use declenv::model::manifest;
+use declenv::profile::ProfileLock;
+use declenv::store::EmbeddedStore;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How many packages each build installs (so one build takes long enough to interrupt).
+const PACKAGES: usize = 150;
+/// How many times a build is killed.
+const KILLS: u32 = 20;
+/// How long a run after a kill may take before a left-over lock is suspected.
+const NEXT_RUN_BOUND: Duration = Duration::from_secs(20);
+
+fn declenv(root: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_declenv"));
+    command.env("DECLENV_ROOT", root).env("NO_COLOR", "1");
+    command
+}
+
+fn run(root: &Path, args: &[&str]) -> Output {
+    declenv(root).args(args).output().expect("declenv runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Small package trees: `bin` and `lib` are shared by all of them (so the builder merges them),
+/// `share/NAME` is each one's own (so it is linked whole).
+fn make_packages(directory: &Path) -> Vec<PathBuf> {
+    (0..PACKAGES)
+        .map(|index| {
+            let tree = directory.join(format!("pkg{index:03}-1.{index}"));
+            fs_err::create_dir_all(tree.join("bin")).expect("mkdir");
+            fs_err::create_dir_all(tree.join("lib")).expect("mkdir");
+            fs_err::create_dir_all(tree.join(format!("share/pkg{index:03}"))).expect("mkdir");
+            fs_err::write(
+                tree.join(format!("bin/pkg{index:03}")),
+                format!("#!/bin/sh\necho {index}\n"),
+            )
+            .expect("write");
+            fs_err::write(
+                tree.join(format!("lib/libpkg{index:03}.so")),
+                "x".repeat(index * 7),
+            )
+            .expect("write");
+            fs_err::write(
+                tree.join(format!("share/pkg{index:03}/README")),
+                format!("package {index}\n"),
+            )
+            .expect("write");
+            tree
+        })
+        .collect()
+}
+
+/// Adds the trees to the store in one run; returns their store paths in order.
+fn add_packages(root: &Path, trees: &[PathBuf]) -> Vec<String> {
+    let output = declenv(root)
+        .args(["store", "add"])
+        .args(trees)
+        .output()
+        .expect("add runs");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let paths: Vec<String> = text(&output.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(paths.len(), trees.len());
+    paths
+}
+
+fn build_command(root: &Path, packages: &[String]) -> Command {
+    let mut command = declenv(root);
+    command
+        .args(["debug", "build-environment"])
+        .args(packages)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Waits for `child` at most `bound`; kills it and fails if it takes longer.
+fn wait_bounded(mut child: Child, bound: Duration, what: &str) -> Output {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > bound {
+            child.kill().ok();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "{what} did not finish within {bound:?} (a lock left behind?): {}",
+                text(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Builds `packages` to completion; returns the generation number it printed.
+fn build(root: &Path, packages: &[String], what: &str) -> u32 {
+    let child = build_command(root, packages).spawn().expect("build starts");
+    let output = wait_bounded(child, NEXT_RUN_BOUND, what);
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{what} printed no generation: {:?}", output.stdout))
+}
+
+/// The generations `declenv generations list --json` reports: their numbers and the current one.
+fn generations(root: &Path) -> (Vec<u64>, Option<u64>) {
+    let output = run(root, &["generations", "list", "--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("list prints JSON");
+    let numbers = report["generations"]
+        .as_array()
+        .expect("generations")
+        .iter()
+        .map(|generation| generation["number"].as_u64().expect("number"))
+        .collect();
+    (numbers, report["current"].as_u64())
+}
+
+/// Every symlink under `directory` (not following links), with its target.
+fn symlinks(directory: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let mut found = Vec::new();
+    let mut pending = vec![directory.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in fs_err::read_dir(&current).expect("read environment") {
+            let entry = entry.expect("entry");
+            let kind = entry.file_type().expect("file type");
+            if kind.is_symlink() {
+                let target = fs_err::read_link(entry.path()).expect("readlink");
+                found.push((entry.path(), target));
+            } else if kind.is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// The valid store path `path` lies in, or a description of why there is none.
+fn valid_store_path_of(store: &EmbeddedStore, path: &Path) -> Result<String, String> {
+    let store_directory = store.store_dir().to_string();
+    let relative = path
+        .strip_prefix(&store_directory)
+        .map_err(|_| format!("`{}` is outside the store", path.display()))?;
+    let first = relative
+        .components()
+        .next()
+        .ok_or_else(|| format!("`{}` is the store itself", path.display()))?;
+    let store_path = format!(
+        "{store_directory}/{}",
+        first.as_os_str().to_str().expect("utf-8")
+    );
+    let parsed = store
+        .parse_path(&store_path)
+        .map_err(|error| format!("`{store_path}`: {error}"))?;
+    match store.is_valid(&parsed) {
+        Ok(true) => Ok(store_path),
+        Ok(false) => Err(format!("`{store_path}` is not a valid store path")),
+        Err(error) => Err(format!("`{store_path}`: {error}")),
+    }
+}
+
+/// Checks the profile after a kill; returns the package set its current generation installs.
+fn check_profile(
+    root: &Path,
+    profile: &Path,
+    sets: &[&BTreeSet<String>],
+    context: &str,
+) -> BTreeSet<String> {
+    let store = EmbeddedStore::open(root).expect("store opens");
+
+    // The profile link names a generation, whose link names a valid environment.
+    let link = fs_err::read_link(profile).unwrap_or_else(|error| panic!("{context}: {error}"));
+    let generation = profile.parent().expect("parent").join(&link);
+    let environment = fs_err::read_link(&generation)
+        .unwrap_or_else(|error| panic!("{context}: generation link: {error}"));
+    let environment_path = valid_store_path_of(&store, &environment)
+        .unwrap_or_else(|problem| panic!("{context}: the profile's environment: {problem}"));
+    assert_eq!(
+        environment_path,
+        environment.to_str().expect("utf-8"),
+        "{context}: the generation points inside a store path"
+    );
+
+    // Its manifest reads back and installs one of the package sets.
+    let manifest_text = fs_err::read_to_string(environment.join("manifest.nix"))
+        .unwrap_or_else(|error| panic!("{context}: {error}"));
+    let elements = manifest::parse(&manifest_text)
+        .unwrap_or_else(|error| panic!("{context}: manifest.nix does not parse: {error}"));
+    let installed: BTreeSet<String> = elements
+        .iter()
+        .map(|element| element.outputs["out"].clone())
+        .collect();
+    assert!(
+        sets.contains(&&installed),
+        "{context}: the manifest installs {} packages, neither the old nor the new set",
+        installed.len()
+    );
+
+    // Every link of the environment resolves, into a valid store path.
+    let links = symlinks(&environment);
+    assert!(links.len() > PACKAGES, "{context}: {} links", links.len());
+    for (path, target) in links {
+        assert!(
+            target.exists(),
+            "{context}: `{}` -> `{}` does not resolve",
+            path.display(),
+            target.display()
+        );
+        if let Err(problem) = valid_store_path_of(&store, &target) {
+            panic!("{context}: `{}`: {problem}", path.display());
+        }
+    }
+
+    // Every generation link (current or not) names a valid store path.
+    for entry in fs_err::read_dir(profile.parent().expect("parent")).expect("profiles") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("default-") && name.ends_with("-link") {
+            let target = fs_err::read_link(entry.path()).expect("generation link");
+            if let Err(problem) = valid_store_path_of(&store, &target) {
+                panic!("{context}: generation `{name}`: {problem}");
+            }
+        }
+    }
+    installed
+}
+
+#[test]
+fn killing_environment_builds_leaves_a_complete_generation() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("root");
+    let profile = root.join("nix/var/nix/profiles/default");
+    let trees = make_packages(&work.path().join("trees"));
+    let packages = add_packages(&root, &trees);
+    let everything: BTreeSet<String> = packages.iter().cloned().collect();
+
+    // The profile starts at generation 2; the second build is timed, to spread the kills.
+    let without = |skip: usize| -> Vec<String> {
+        packages
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| *index != skip)
+            .map(|(_, path)| path.clone())
+            .collect()
+    };
+    assert_eq!(build(&root, &without(PACKAGES - 1), "the first build"), 1);
+    let started = Instant::now();
+    assert_eq!(build(&root, &packages, "the reference build"), 2);
+    let duration = started.elapsed();
+    let mut current: BTreeSet<String> = everything.clone();
+
+    let mut killed_before_exit = 0;
+    // What each kill left: nothing committed, a new generation not yet current, a switch.
+    let mut outcomes = [0_u32; 3];
+    let mut known = generations(&root);
+    for attempt in 0..KILLS {
+        // Each attempt installs a set never built before, so every run builds and adds a new
+        // environment and makes a new generation.
+        let wanted = without(attempt as usize);
+        let wanted_set: BTreeSet<String> = wanted.iter().cloned().collect();
+        let delay = duration.mul_f64(f64::from(attempt) / f64::from(KILLS) * 1.2);
+        let context = format!("after kill {attempt} at {delay:?}");
+        let mut child = build_command(&root, &wanted)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("build starts");
+        std::thread::sleep(delay);
+        if child.try_wait().expect("wait").is_none() {
+            killed_before_exit += 1;
+        }
+        child.kill().ok();
+        child.wait().expect("reaped");
+
+        let after_kill = check_profile(&root, &profile, &[&current, &wanted_set], &context);
+
+        let report: Value =
+            serde_json::from_slice(&run(&root, &["store", "verify", "--json"]).stdout)
+                .expect("verify prints JSON");
+        assert_eq!(report["damaged"], false, "{context}: {report:#}");
+
+        let lock = ProfileLock::try_acquire(&profile)
+            .unwrap_or_else(|error| panic!("{context}: {error}"))
+            .unwrap_or_else(|| panic!("{context}: the profile lock is still held"));
+        lock.release();
+
+        let (numbers, current_number) = generations(&root);
+        assert!(
+            numbers.starts_with(&known.0),
+            "{context}: generations went from {:?} to {numbers:?}",
+            known.0
+        );
+        outcomes[if numbers == known.0 {
+            0
+        } else if current_number == known.1 {
+            1
+        } else {
+            2
+        }] += 1;
+        assert!(
+            numbers.windows(2).all(|pair| pair[0] < pair[1]),
+            "{context}: generations {numbers:?}"
+        );
+        assert!(
+            current_number.is_some_and(|number| numbers.contains(&number)),
+            "{context}: current {current_number:?} of {numbers:?}"
+        );
+
+        // The next run is not blocked and finishes the interrupted change.
+        let number = build(&root, &wanted, &format!("the run {context}"));
+        known = generations(&root);
+        let (numbers_after, current_after) = known.clone();
+        assert_eq!(current_after, Some(u64::from(number)), "{context}");
+        assert!(
+            numbers_after.starts_with(&numbers),
+            "{context}: generations went from {numbers:?} to {numbers_after:?}"
+        );
+        if after_kill == wanted_set {
+            assert_eq!(
+                current_number,
+                Some(u64::from(number)),
+                "{context}: not reused"
+            );
+        }
+        current = check_profile(&root, &profile, &[&wanted_set], &context);
+    }
+    eprintln!(
+        "{killed_before_exit} of {KILLS} kills landed mid-build; they left the profile \
+         unchanged {} times, a new generation not yet current {} times, switched {} times",
+        outcomes[0], outcomes[1], outcomes[2]
+    );
+    assert!(
+        killed_before_exit > KILLS / 3,
+        "too few kills landed mid-build: {killed_before_exit}"
+    );
+
+    // A re-run converges, and an identical one reuses its generation.
+    let number = build(&root, &packages, "the final build");
+    let (numbers, _) = generations(&root);
+    assert_eq!(build(&root, &packages, "the repeated final build"), number);
+    assert_eq!(generations(&root), (numbers, Some(u64::from(number))));
+    check_profile(&root, &profile, &[&everything], "at the end");
+    let report: Value = serde_json::from_slice(&run(&root, &["store", "verify", "--json"]).stdout)
+        .expect("verify prints JSON");
+    assert_eq!(report["damaged"], false, "{report:#}");
+}
