@@ -9,7 +9,7 @@
 //! recorded more than [`RACY_WINDOW`] after the file last changed; otherwise the file is hashed
 //! again (and the memo refreshed, so a later query can trust it).
 
-use super::hex;
+use crate::store::path::hex;
 use sha2::{Digest, Sha256};
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;

@@ -13,6 +13,7 @@ use crate::model::catalog::{
 };
 use crate::model::channel::{self, ChannelError, PackageDirectory};
 use crate::model::packed::{PackedCatalog, TooLarge};
+use crate::store::path::hex;
 use sha2::{Digest, Sha256};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -293,16 +294,6 @@ fn read_cached(directory: &Path, content_hash: &[u8; 32]) -> Option<PackedCatalo
     }
     bytes.truncate(body);
     PackedCatalog::from_bytes(bytes)
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
 }
 
 #[cfg(test)]
