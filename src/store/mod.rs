@@ -612,6 +612,12 @@ impl EmbeddedStore {
         for entry in entries {
             let entry = entry.map_err(io_error(&self.valid_directory, "read"))?;
             let file_name = entry.file_name();
+            // A registration is written atomically through a temporary file named with a
+            // leading dot; one left by a killed write is not a registration (the path stays
+            // invalid), so it is neither valid nor broken.
+            if file_name.as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
             let parsed = file_name
                 .to_str()
                 .and_then(|name| name.strip_suffix(registration::SUFFIX))
