@@ -165,3 +165,45 @@ fn delete_old_drops_old_generations_then_their_paths() {
             .is_err()
     );
 }
+
+/// A build killed after making its generation link but before its GC root left a generation
+/// with no root; the re-run reuses that generation and must restore the root, or `gc` would
+/// delete the environment of a profile kept outside `ROOT/nix/var/nix/profiles`.
+#[test]
+fn reused_generation_gets_its_gc_root_back() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("root");
+    let package = add(&root, work.path(), "tool-1.0", "a tool");
+    let profile = work.path().join("profiles/p");
+    fs_err::create_dir_all(profile.parent().expect("parent")).expect("mkdir");
+    let build = || {
+        let output = declenv(
+            &root,
+            &[
+                "--profile",
+                profile.to_str().expect("utf-8"),
+                "debug",
+                "build-environment",
+                &package,
+            ],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+    build();
+    let auto = root.join("nix/var/nix/gcroots/auto");
+    for entry in fs_err::read_dir(&auto).expect("auto roots") {
+        fs_err::remove_file(entry.expect("entry").path()).expect("remove root");
+    }
+    build();
+    let gc = declenv(&root, &["gc"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(
+        profile.join("bin").symlink_metadata().is_ok() || fs_err::canonicalize(&profile).is_ok(),
+        "the current environment must survive gc"
+    );
+    assert!(
+        fs_err::canonicalize(&profile)
+            .expect("profile resolves")
+            .exists()
+    );
+}

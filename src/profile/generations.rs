@@ -704,6 +704,9 @@ impl LockedProfile<'_> {
                     || profile.generation_path(number),
                     |entry| profile.directory.join(&entry.file_name),
                 );
+                // A run killed between making this link and its root may have left it without
+                // one; reusing it must not leave the environment unprotected from GC.
+                self.write_gc_root(&path)?;
                 return Ok(CreatedGeneration {
                     number,
                     path,
@@ -736,6 +739,9 @@ impl LockedProfile<'_> {
                 });
             }
         }
+        // The root first: a crash before the link leaves only a stale root (GC removes it); a
+        // crash after never leaves a generation GC could take from under the profile.
+        self.write_gc_root(&link)?;
         self.write_link(&link, target)?;
         let created = match self.write_companions(&link, target, number, &generations, provenance) {
             Ok(()) => CreatedGeneration {
@@ -752,6 +758,21 @@ impl LockedProfile<'_> {
         Ok(created)
     }
 
+    /// Writes (or rewrites) the indirect GC root `gcroots/auto/<hash> -> link`, as Nix's
+    /// `addPermRoot` does.
+    fn write_gc_root(&self, link: &Path) -> Result<(), ProfileError> {
+        let profile = self.profile;
+        let root = profile.gc_root_path(link);
+        std::fs::create_dir_all(&profile.layout.gcroots_auto).map_err(|source| {
+            ProfileError::WriteLink {
+                profile: profile.path.clone(),
+                path: root.clone(),
+                source,
+            }
+        })?;
+        self.write_link(&root, link)
+    }
+
     fn write_companions(
         &self,
         link: &Path,
@@ -761,14 +782,7 @@ impl LockedProfile<'_> {
         provenance: &Provenance,
     ) -> Result<(), ProfileError> {
         let profile = self.profile;
-        let root = profile.gc_root_path(link);
-        let root_directory = &profile.layout.gcroots_auto;
-        std::fs::create_dir_all(root_directory).map_err(|source| ProfileError::WriteLink {
-            profile: profile.path.clone(),
-            path: root.clone(),
-            source,
-        })?;
-        self.write_link(&root, link)?;
+        self.write_gc_root(link)?;
         let created = std::fs::symlink_metadata(link)
             .map_err(|source| ProfileError::Inspect {
                 profile: profile.path.clone(),
