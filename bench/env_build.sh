@@ -13,38 +13,44 @@
 #                     kept between invocations while the trees are the same
 #   --fresh           empty --work first (re-adds every tree to both stores)
 #   --runs N          timed rounds (default: 5); each round runs every tool once
-#   --settle S        seconds to wait after preparing each run (default:
-#                     vm.dirty_expire_centisecs / 100 + 10); see "Settling"
+#   --warmup N        untimed rounds first (default: 1)
+#   --settle S        seconds to wait after preparing each run (default: 0);
+#                     see "Filesystems"
 #   --out DIR         raw results (default: .bench/env/result)
 #
 # Setup (once per set of trees): every tree is added to a declenv store
-# (`declenv --root WORK/declenv-root store add`) and to a private Nix store
+# (`declenv --root WORK/declenv-root store add`; links under its
+# gcroots/bench/ keep the packages alive) and to a private Nix store
 # (`nix-store --add`, with NIX_STORE_DIR, NIX_STATE_DIR and NIX_LOG_DIR under
 # WORK/nix, NIX_REMOTE=local, a private HOME, and
-# NIX_CONFIG=$'sandbox = false\nsubstituters =\nbuild-users-group =').  Without
-# build users the builder runs as root: Nix kills every process of a build
-# user before it uses one, and Nix processes of other private stores on the
-# machine pick the same `nixbld1`, so builds kill each other.  The declenv store's packages are kept alive by links
-# under its gcroots/bench/.
+# NIX_CONFIG=$'sandbox = false\nsubstituters =\nbuild-users-group =').
+# Without build users the builder runs as root: Nix kills every process of a
+# build user before it uses one, and Nix processes of other private stores on
+# the machine pick the same `nixbld1`, so their builds kill each other.
 #
 # Every timed run is a real build on a fresh profile: before it, the profile
-# directory is removed and the previous environment and its manifest (and
-# for Nix the derivation) are deleted from the store (`declenv gc`;
+# directory is removed and the previous environment and its manifest (and for
+# Nix the derivation) are deleted from the store (`declenv gc`;
 # `nix-store --delete`), so neither tool can reuse an environment or a
-# generation.  The three tools run
-# interleaved, in an order rotated every round, so that load from other
-# processes falls on all of them alike.  Wall time is measured around
-# `/usr/bin/time`, which also gives the peak RSS of each run.
+# generation.  The three tools run interleaved, in an order rotated every
+# round, so that load from other processes falls on all of them alike.  Wall
+# time is measured around `/usr/bin/time`, which also gives the peak RSS of
+# each run.
 #
-# Settling: on a filesystem without a journal (ext4 here), allocating inodes
-# right after many were freed is slow: the allocator skips every inode freed
-# in the last ~35 s, reading each one's on-disk record to find out.  Every
-# preparation frees thousands of inodes (the previous environment), so
-# without a pause the timed run measures that.  --settle 0 measures it.
+# Filesystems: both builders spend most of their time creating symlinks, so
+# the filesystem under --work decides the figures.  On ext4 *without* a
+# journal (this machine's root filesystem) the inode allocator skips every
+# free inode deleted in the last minute (six while its inode table block is
+# dirty), reading each one's record, so creating inodes after mass deletions
+# (the previous run's environment, other processes' temporary files) costs
+# 10-50 times more, by an amount that changes from run to run.  Use a
+# journaled ext4 (a loop-mounted image, see BENCHMARKS.md) or a tmpfs for
+# comparable figures; --settle S waits S seconds (after a `sync`) between
+# preparing and timing each run.
 #
-# After the first round the declenv and nix-env environments are compared
-# entry by entry (bench/env_compare.py) and the script fails if they differ.
-# Prints a markdown table and keeps it, with every run's figures
+# After the first timed round the declenv and nix-env environments are
+# compared entry by entry (bench/env_compare.py) and the script fails if they
+# differ.  Prints a markdown table and keeps it, with every run's figures
 # (runs.tsv), in --out.
 set -euo pipefail
 
@@ -57,6 +63,7 @@ seed=1
 work=.bench/env/work
 out=.bench/env/result
 runs=5
+warmup=1
 settle=
 fresh=0
 
@@ -67,6 +74,7 @@ while (($#)); do
         --work) work=$2; shift 2 ;;
         --fresh) fresh=1; shift ;;
         --runs) runs=$2; shift 2 ;;
+        --warmup) warmup=$2; shift 2 ;;
         --settle) settle=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
@@ -86,9 +94,7 @@ done
 "$declenv" debug build-environment --help >/dev/null 2>&1 \
     || die "$declenv has no 'debug build-environment' command"
 declenv=$(realpath "$declenv")
-if [[ -z $settle ]]; then
-    settle=$(( $(cat /proc/sys/vm/dirty_expire_centisecs 2>/dev/null || echo 3000) / 100 + 10 ))
-fi
+settle=${settle:-0}
 
 # ---- trees -----------------------------------------------------------------
 stats_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
@@ -178,10 +184,12 @@ tools=(declenv nix cp)
 
 # ---- runs ------------------------------------------------------------------
 printf 'round\ttool\twall_s\tmax_rss_kib\tuser_s\tsys_s\n' >"$out/runs.tsv"
-say "$runs rounds, ${settle} s settling before each run; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-for ((round = 1; round <= runs; round++)); do
+filesystem=$(df --output=fstype "$work" | tail -n1)
+say "$warmup + $runs rounds on $filesystem, ${settle} s settling before each run;" \
+    "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+for ((round = 1 - warmup; round <= runs; round++)); do
     for ((i = 0; i < ${#tools[@]}; i++)); do
-        tool=${tools[(i + round - 1) % ${#tools[@]}]}
+        tool=${tools[(i + round + warmup - 1) % ${#tools[@]}]}
         "prepare_$tool"
         sync
         sleep "$settle"
@@ -192,9 +200,13 @@ for ((round = 1; round <= runs; round++)); do
             || die "$tool failed in round $round; see $out/$tool.stderr"
         end=$EPOCHREALTIME
         wall=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')
-        printf '%s\t%s\t%s\t%s\n' "$round" "$tool" "$wall" "$(tail -n1 "$out/time.txt")" \
-            >>"$out/runs.tsv"
-        say "round $round: $tool $wall s"
+        if ((round >= 1)); then
+            printf '%s\t%s\t%s\t%s\n' "$round" "$tool" "$wall" "$(tail -n1 "$out/time.txt")" \
+                >>"$out/runs.tsv"
+            say "round $round: $tool $wall s"
+        else
+            say "warm-up: $tool $wall s"
+        fi
     done
     if ((round == 1)); then
         [[ $(cat "$out/declenv.stdout") == 1 ]] || die "declenv did not make generation 1"
@@ -212,7 +224,7 @@ export trees_files=$(stats_field "$trees/trees.json" files)
 export trees_dirs=$(stats_field "$trees/trees.json" directories)
 export trees_links=$(stats_field "$trees/trees.json" symlinks)
 export environment=$(cat "$out/compare.txt")
-export settle runs
+export settle runs filesystem packages=${#names[@]}
 python3 - <<'PY' | tee "$out/results.md"
 import csv, os, statistics
 
@@ -235,9 +247,9 @@ def summary(tool):
 
 stats = {tool: summary(tool) for tool in by_tool}
 nix = stats["nix"]["mean"]
-print(f"{e['trees_files']} files, {e['trees_dirs']} directories and {e['trees_links']} symlinks "
-      f"in 300 trees; environment: {e['environment']}; {e['runs']} runs each, "
-      f"{e['settle']} s settling before each run")
+print(f"{e['packages']} packages: {e['trees_files']} files, {e['trees_dirs']} directories and "
+      f"{e['trees_links']} symlinks; environment: {e['environment']}; {e['runs']} runs each on "
+      f"{e['filesystem']}, {e['settle']} s settling before each run")
 print()
 print("| tool | mean wall time | min | median | CPU (user + sys) | peak RSS | nix-env time / this |")
 print("|---|---|---|---|---|---|---|")
