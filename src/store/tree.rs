@@ -56,6 +56,11 @@ impl Temporary {
             builder
         };
         let create_error = io_error(directory, "create a temporary entry in");
+        let keep_error = |error: tempfile::PathPersistError| StoreError::Io {
+            path: directory.to_owned(),
+            action: "create a temporary entry in",
+            source: error.error,
+        };
         let temporary = if file_type.is_dir() {
             let path = builder.tempdir_in(directory).map_err(create_error)?.keep();
             let temporary = Self { path: Some(path) };
@@ -66,11 +71,7 @@ impl Temporary {
                 .tempfile_in(directory)
                 .map_err(create_error)?
                 .into_parts();
-            let path = path.keep().map_err(|error| StoreError::Io {
-                path: directory.to_owned(),
-                action: "create a temporary entry in",
-                source: error.error,
-            })?;
+            let path = path.keep().map_err(keep_error)?;
             let temporary = Self { path: Some(path) };
             copy_file_contents(source, temporary.path(), &mut file, &metadata)?;
             temporary
@@ -80,11 +81,7 @@ impl Temporary {
                 .make_in(directory, |path| std::os::unix::fs::symlink(&target, path))
                 .map_err(create_error)?
                 .into_parts();
-            let path = path.keep().map_err(|error| StoreError::Io {
-                path: directory.to_owned(),
-                action: "create a temporary entry in",
-                source: error.error,
-            })?;
+            let path = path.keep().map_err(keep_error)?;
             Self { path: Some(path) }
         } else {
             return Err(StoreError::UnsupportedFileType {
