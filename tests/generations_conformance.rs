@@ -405,6 +405,7 @@ impl Replay {
                 let token = profile.read_token()?;
                 let provenance = Provenance {
                     command: step.args.clone(),
+                    declarative: None,
                 };
                 profile.commit(&token, &target, &provenance, options, report)?;
             }

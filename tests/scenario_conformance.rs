@@ -380,6 +380,7 @@ impl Replay {
             .map_err(|error| error.to_string())?;
         let provenance = Provenance {
             command: step.args.clone(),
+            declarative: None,
         };
         self.profile
             .commit(

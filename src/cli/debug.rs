@@ -63,6 +63,7 @@ pub(crate) fn run(settings: &Settings, command: &DebugCommand) -> anyhow::Result
                 std::path::Path::new(&built.path.to_string()),
                 &Provenance {
                     command: std::env::args().collect(),
+                    declarative: None,
                 },
                 LockOptions::default(),
                 &mut |_| {},

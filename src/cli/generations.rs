@@ -26,6 +26,9 @@ pub(crate) enum GenerationsCommand {
         /// Say what would happen; change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Also write back the spec and lockfile that generation was built from
+        #[arg(long, conflicts_with = "dry_run")]
+        restore_spec: bool,
     },
     /// Delete generations: `old` (all but the current), `+N` (keep the current and the N-1
     /// before it), `Nd` (older than N days, keeping the one active then), or numbers
@@ -45,6 +48,10 @@ pub(crate) struct RollbackArgs {
     /// Say what would happen; change nothing
     #[arg(long)]
     dry_run: bool,
+    /// Also write back the spec and lockfile the previous generation was built from (without
+    /// it, the spec stays as it is and `declenv plan` shows the drift)
+    #[arg(long, conflicts_with = "dry_run")]
+    restore_spec: bool,
 }
 
 fn open_profile(settings: &Settings) -> anyhow::Result<Profile> {
@@ -73,11 +80,21 @@ pub(crate) fn run(settings: &Settings, command: &GenerationsCommand) -> anyhow::
     let profile = open_profile(settings)?;
     match command {
         GenerationsCommand::List { json } => list(&profile, *json),
-        GenerationsCommand::Switch { number, dry_run } => {
+        GenerationsCommand::Switch {
+            number,
+            dry_run,
+            restore_spec,
+        } => {
             let requested =
                 crate::plan::generations::parse_switch_generation_arguments(&[number.as_str()])
                     .with_context(|| format!("invalid generation number `{number}`"))?;
+            if *restore_spec {
+                super::declarative::check_restorable(settings, Some(requested))?;
+            }
             profile.switch_generation(requested, *dry_run, LockOptions::default(), &mut report)?;
+            if *restore_spec {
+                super::declarative::restore_spec(settings)?;
+            }
             Ok(Outcome::Success)
         }
         GenerationsCommand::Delete { specs, dry_run } => {
@@ -101,7 +118,13 @@ pub(crate) fn run(settings: &Settings, command: &GenerationsCommand) -> anyhow::
 
 pub(crate) fn rollback(settings: &Settings, args: &RollbackArgs) -> anyhow::Result<Outcome> {
     let profile = open_profile(settings)?;
+    if args.restore_spec {
+        super::declarative::check_restorable(settings, None)?;
+    }
     profile.rollback(args.dry_run, LockOptions::default(), &mut report)?;
+    if args.restore_spec {
+        super::declarative::restore_spec(settings)?;
+    }
     Ok(Outcome::Success)
 }
 

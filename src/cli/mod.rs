@@ -5,6 +5,7 @@
 //! [`report_error`] prints `error:`, the causes, then `hint:` lines.
 
 mod debug;
+mod declarative;
 mod gc;
 mod generations;
 mod search;
@@ -24,6 +25,8 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
+    #[command(flatten)]
+    lock: declarative::LockArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,13 +43,26 @@ struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH")]
     profile: Option<PathBuf>,
 
-    /// The profile spec (`profile.toml`)
-    #[arg(long, global = true, value_name = "PATH")]
+    /// The profile spec (default: `$XDG_CONFIG_HOME/declenv/profile.toml`); its lockfile is
+    /// beside it, with the extension `.lock`
+    #[arg(long, global = true, env = "DECLENV_FILE", value_name = "PATH")]
     file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Write a first profile spec (`--from-current`: one that declares what the profile holds)
+    Init(declarative::InitArgs),
+    /// Resolve the spec into its lockfile (only what is new or changed, unless `--update`)
+    Lock(declarative::LockCommandArgs),
+    /// Show what applying the spec would change in the profile
+    Plan(declarative::PlanArgs),
+    /// Make the profile match the spec (or a saved plan) as one new generation
+    Apply(declarative::ApplyArgs),
+    /// Show what changed between two generations
+    Diff(declarative::DiffArgs),
+    /// Print the JSON Schema of `profile.toml`, `profile.lock` or plan JSON
+    Schema(declarative::SchemaArgs),
     /// Search the available packages
     Search(search::SearchArgs),
     /// Work with the embedded store
@@ -71,6 +87,8 @@ pub(crate) struct Settings {
     root: Option<PathBuf>,
     /// The profile given with `--profile`.
     profile: Option<PathBuf>,
+    /// The spec given with `--file`.
+    file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -87,7 +105,34 @@ impl Settings {
         Self {
             root,
             profile: global.profile.clone(),
+            file: global.file.clone(),
         }
+    }
+
+    /// The spec given with `--file` (or `DECLENV_FILE`), made absolute.
+    fn explicit_spec_path(&self) -> Option<PathBuf> {
+        self.file
+            .as_ref()
+            .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+    }
+
+    /// The spec: `--file`, else `$XDG_CONFIG_HOME/declenv/profile.toml`
+    /// (`~/.config/declenv/profile.toml`).
+    fn spec_path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(path) = self.explicit_spec_path() {
+            return Ok(path);
+        }
+        std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
+            .map(|config| config.join("declenv/profile.toml"))
+            .ok_or_else(|| {
+                anyhow::Error::new(Hinted {
+                    message: "no profile spec: `HOME` and `XDG_CONFIG_HOME` are unset".to_owned(),
+                    hint: "pass `--file PATH` or set `DECLENV_FILE`".to_owned(),
+                })
+            })
     }
 
     /// The profile to manage: `--profile`, or `ROOT/nix/var/nix/profiles/default` (where Nix
@@ -98,6 +143,11 @@ impl Settings {
                 .with_context(|| format!("cannot resolve profile `{}`", path.display()))?),
             None => Ok(self.require_root()?.join("nix/var/nix/profiles/default")),
         }
+    }
+
+    /// Whether the profile is the root's default one (whose directory declenv may create).
+    fn uses_default_profile(&self) -> bool {
+        self.profile.is_none()
     }
 
     /// The root, or an error saying how to set one.
@@ -127,6 +177,8 @@ pub(crate) enum Outcome {
     Success,
     /// The command ran but found nothing (like `grep`'s exit status 1).
     NothingFound,
+    /// `plan --detailed-exitcode` found changes (exit status 2).
+    Changes,
 }
 
 /// Runs the `declenv` binary with the process's arguments.
@@ -134,7 +186,18 @@ pub(crate) enum Outcome {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = Settings::resolve(&cli.global);
+    // Under `--detailed-exitcode`, 2 means "changes", so errors exit with 1 (as Terraform).
+    let error_status = match &cli.command {
+        Command::Plan(args) if args.detailed_exitcode() => 1,
+        _ => 2,
+    };
     let result = match cli.command {
+        Command::Init(args) => declarative::init(&settings, &args),
+        Command::Lock(args) => declarative::lock(&settings, cli.lock, &args),
+        Command::Plan(args) => declarative::plan(&settings, cli.lock, &args),
+        Command::Apply(args) => declarative::apply(&settings, cli.lock, &args),
+        Command::Diff(args) => declarative::diff(&settings, &args),
+        Command::Schema(args) => declarative::schema(&args),
         Command::Search(args) => search::run(&settings, &args),
         Command::Store(command) => store::run(&settings, &command),
         Command::Generations(command) => generations::run(&settings, &command),
@@ -145,10 +208,11 @@ pub fn main() -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::NothingFound) => ExitCode::from(1),
+        Ok(Outcome::Changes) => ExitCode::from(2),
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             report_error(&error);
-            ExitCode::from(2)
+            ExitCode::from(error_status)
         }
     }
 }
@@ -191,6 +255,14 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
         }
         if let Some(store_error) = cause.downcast_ref::<crate::store::StoreError>() {
             hints.extend(store_error.hint());
+        }
+        if let Some(declarative_error) =
+            cause.downcast_ref::<crate::profile::declarative::DeclarativeError>()
+        {
+            hints.extend(declarative_error.hint());
+        }
+        if let Some(spec_error) = cause.downcast_ref::<crate::model::spec::SpecError>() {
+            hints.extend(spec_error.hint.clone());
         }
         if let Some(hinted) = cause.downcast_ref::<Hinted>() {
             hints.push(hinted.hint.clone());

@@ -358,6 +358,18 @@ impl Catalog {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// Number of sources.
+    #[must_use]
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// The enumeration index of an entry of this catalog.
+    #[must_use]
+    pub fn index_of(&self, entry: &EntryRef<'_>) -> usize {
+        self.starts[entry.source] + entry.local
+    }
+
     /// Number of entries.
     #[must_use]
     pub fn len(&self) -> usize {

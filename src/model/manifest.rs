@@ -97,6 +97,19 @@ impl NixValue {
     }
 }
 
+/// The meta attributes of a catalog entry that a manifest can hold (see
+/// [`NixValue::is_valid_meta`]), as `nix-env` keeps them.
+#[must_use]
+pub fn valid_meta(meta: &serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, NixValue> {
+    meta.iter()
+        .filter_map(|(key, value)| {
+            NixValue::from_json(value)
+                .filter(NixValue::is_valid_meta)
+                .map(|value| (key.clone(), value))
+        })
+        .collect()
+}
+
 /// One installed element, as `manifest.nix` records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManifestElement {

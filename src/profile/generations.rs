@@ -342,6 +342,23 @@ impl Generations {
 pub struct Provenance {
     /// The command line that made it.
     pub command: Vec<String>,
+    /// The spec and lockfile it was built from, when it was built from one.
+    pub declarative: Option<DeclarativeRecord>,
+}
+
+/// The spec and lockfile a generation was built from, so that it can be restored, and which
+/// element came from which spec entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclarativeRecord {
+    /// The spec file's absolute path.
+    pub spec_path: String,
+    /// Its text.
+    pub spec: String,
+    /// The lockfile's text.
+    pub lock: String,
+    /// Spec id of each element, by the element's `outPath`.
+    pub ids: std::collections::BTreeMap<String, String>,
 }
 
 /// declenv's record of one generation; `nix-env` neither reads nor writes it.
@@ -362,6 +379,9 @@ pub struct GenerationMetadata {
     pub command: Vec<String>,
     /// The generation that was current when it was made.
     pub parent: Option<u32>,
+    /// The spec and lockfile it was built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declarative: Option<DeclarativeRecord>,
 }
 
 /// The outcome of [`LockedProfile::create_generation`].
@@ -798,6 +818,7 @@ impl LockedProfile<'_> {
             created,
             command: provenance.command.clone(),
             parent: generations.current,
+            declarative: provenance.declarative.clone(),
         };
         let path = profile.metadata_path(number);
         let write_error = |source| ProfileError::WriteMetadata {
@@ -1077,6 +1098,7 @@ mod tests {
                 &target(fixture, name),
                 &Provenance {
                     command: vec!["test".to_owned()],
+                    declarative: None,
                 },
                 LockOptions::default(),
                 &mut |_| {},

@@ -6,13 +6,15 @@
 //! caller-supplied callback as [`ProfileMessage`] values.
 
 pub mod build;
+pub mod declarative;
 pub mod generations;
+pub mod init;
 pub mod lock;
 pub mod realise;
 
 pub use generations::{
-    CreatedGeneration, DiscoveredGeneration, GenerationMetadata, Generations, LockedProfile,
-    Profile, ProfileError, ProfileLayout, ProfileToken, Provenance,
+    CreatedGeneration, DeclarativeRecord, DiscoveredGeneration, GenerationMetadata, Generations,
+    LockedProfile, Profile, ProfileError, ProfileLayout, ProfileToken, Provenance,
 };
 pub use lock::{LockError, LockOptions, ProfileLock};
 

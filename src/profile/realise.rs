@@ -7,7 +7,7 @@
 //! used in place. Anything else is an error naming the package. Never builds anything.
 
 use crate::model::catalog::CatalogEntry;
-use crate::model::manifest::{ManifestElement, NixValue};
+use crate::model::manifest::ManifestElement;
 use crate::store::{EmbeddedStore, StoreError};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -123,15 +123,7 @@ pub fn realise(
         .or_else(|| paths.values().next())
         .cloned()
         .unwrap_or_default();
-    let meta = entry
-        .meta
-        .iter()
-        .filter_map(|(key, value)| {
-            NixValue::from_json(value)
-                .filter(NixValue::is_valid_meta)
-                .map(|value| (key.clone(), value))
-        })
-        .collect();
+    let meta = crate::model::manifest::valid_meta(&entry.meta);
     Ok(ManifestElement {
         name: entry.name.clone(),
         out_path,

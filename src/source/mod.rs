@@ -155,8 +155,33 @@ fn pack(path: &Path, mut entries: Vec<CatalogEntry>) -> Result<PackedCatalog, So
     Ok(PackedCatalog::from_bytes(bytes).expect("freshly packed bytes are valid"))
 }
 
+/// Loads one source of a known kind with its identity: `sha256:<hex>` of a catalog file's
+/// content, or of a channel's metadata file and package directory listing (a channel's trees
+/// are hashed per package when locked, not here).
+pub fn load_source_identified(
+    path: &Path,
+    kind: SourceKind,
+    cache: &CacheDirectory,
+) -> Result<(PackedCatalog, String), SourceError> {
+    match kind {
+        SourceKind::Channel => {
+            let (entries, identity) = load_channel_identified(path)?;
+            Ok((pack(path, entries)?, format!("sha256:{}", hex(&identity))))
+        }
+        SourceKind::CatalogJson => {
+            let (packed, identity) = load_catalog_json_identified(path, cache)?;
+            Ok((packed, format!("sha256:{}", hex(&identity))))
+        }
+    }
+}
+
 /// Reads a channel directory: every visible subdirectory is a package.
 pub fn load_channel(path: &Path) -> Result<Vec<CatalogEntry>, SourceError> {
+    load_channel_identified(path).map(|(entries, _)| entries)
+}
+
+/// Like [`load_channel`], also returning the SHA-256 of its metadata and listing.
+fn load_channel_identified(path: &Path) -> Result<(Vec<CatalogEntry>, [u8; 32]), SourceError> {
     let mut directories = Vec::new();
     for entry in std::fs::read_dir(path).map_err(read_error(path))? {
         let entry = entry.map_err(read_error(path))?;
@@ -201,6 +226,14 @@ pub fn load_channel(path: &Path) -> Result<Vec<CatalogEntry>, SourceError> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => None,
         Err(error) => return Err(read_error(&metadata_path)(error)),
     };
+    let mut identity = Sha256::new();
+    identity.update(metadata.as_deref().unwrap_or_default().as_bytes());
+    for directory in &directories {
+        identity.update(format!("\0{}", directory.name).as_bytes());
+        for subdirectory in &directory.subdirectories {
+            identity.update(format!("\0/{subdirectory}").as_bytes());
+        }
+    }
     let mut entries = channel::channel_entries(&directories, metadata.as_deref(), &host_system())
         .map_err(|error| SourceError::Channel {
         path: metadata_path,
@@ -212,7 +245,7 @@ pub fn load_channel(path: &Path) -> Result<Vec<CatalogEntry>, SourceError> {
             *tree = channel.join(&*tree).to_string_lossy().into_owned();
         }
     }
-    Ok(entries)
+    Ok((entries, identity.finalize().into()))
 }
 
 /// Reads a catalog JSON file, through the cache when one is configured.
@@ -226,12 +259,21 @@ pub fn load_catalog_json(
     path: &Path,
     cache: &CacheDirectory,
 ) -> Result<PackedCatalog, SourceError> {
+    load_catalog_json_identified(path, cache).map(|(packed, _)| packed)
+}
+
+/// Like [`load_catalog_json`], also returning the SHA-256 of the file's content (from the memo
+/// when it can be trusted, so a warm load never re-reads the file).
+pub fn load_catalog_json_identified(
+    path: &Path,
+    cache: &CacheDirectory,
+) -> Result<(PackedCatalog, [u8; 32]), SourceError> {
     let metadata = std::fs::metadata(path).map_err(read_error(path))?;
     if let Some(directory) = &cache.0
         && let Some(content_hash) = memo::lookup(directory, path, &metadata)
         && let Some(packed) = read_cached(directory, &content_hash)
     {
-        return Ok(packed);
+        return Ok((packed, content_hash));
     }
     let bytes = std::fs::read(path).map_err(read_error(path))?;
     let content_hash: [u8; 32] = Sha256::digest(&bytes).into();
@@ -239,7 +281,7 @@ pub fn load_catalog_json(
         && let Some(packed) = read_cached(directory, &content_hash)
     {
         memo::record(directory, path, &metadata, &content_hash);
-        return Ok(packed);
+        return Ok((packed, content_hash));
     }
     let text = std::str::from_utf8(&bytes).map_err(|error| {
         let offset = error.valid_up_to();
@@ -278,7 +320,7 @@ pub fn load_catalog_json(
             memo::record(directory, path, &metadata, &content_hash);
         }
     }
-    Ok(packed)
+    Ok((packed, content_hash))
 }
 
 fn cache_file(directory: &Path, content_hash: &[u8; 32]) -> PathBuf {

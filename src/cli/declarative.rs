@@ -1,0 +1,884 @@
+//! `declenv lock`, `plan`, `apply`, `diff`, `init` and `schema`: the declarative cycle.
+//!
+//! Thin: resolves settings, calls [`crate::profile::declarative`], prints. The plan goes to
+//! stdout (it is the data); progress, prompts and outcomes go to stderr.
+
+use super::{Outcome, Settings};
+use crate::model::lockfile::Lockfile;
+use crate::model::spec::SpecDocument;
+use crate::plan::diff::{Change, ChangeKind, Diff};
+use crate::plan::resolve::{HeldBack, HeldReason, ResolveOptions, Update};
+use crate::profile::declarative::{
+    self, LockFile, LockMode, Locked, Plan, SchemaVersion, SpecFile, Summary,
+};
+use crate::profile::{Profile, ProfileLayout, ProfileMessage};
+use anstream::{eprintln, println};
+use anyhow::Context as _;
+use owo_colors::OwoColorize;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+
+/// Options of every command that reads the lockfile.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct LockArgs {
+    /// Fail rather than change the lockfile
+    #[arg(long, global = true)]
+    locked: bool,
+    /// Use the lockfile as it is, resolving nothing; fail if it does not cover the spec
+    #[arg(long, global = true, conflicts_with = "locked")]
+    frozen: bool,
+}
+
+impl LockArgs {
+    fn mode(self) -> LockMode {
+        if self.frozen {
+            LockMode::Frozen
+        } else if self.locked {
+            LockMode::Locked
+        } else {
+            LockMode::Update
+        }
+    }
+}
+
+/// Arguments of `declenv lock`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LockCommandArgs {
+    /// Re-resolve these ids (all when none is given) to the newest versions their entries allow;
+    /// entries with `keep = true` stay
+    #[arg(long, value_name = "ID", num_args = 0.., value_delimiter = ',')]
+    update: Option<Vec<String>>,
+    /// Let `--update` move a name-selected package to another attribute path
+    #[arg(long, requires = "update")]
+    allow_attr_change: bool,
+    /// Exit with status 1 if the lockfile is out of date; write nothing
+    #[arg(long)]
+    check: bool,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `declenv plan`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PlanArgs {
+    /// Print the plan as JSON
+    #[arg(long)]
+    json: bool,
+    /// Exit 0 when nothing changes, 2 when something does, 1 on error
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// Save the plan to FILE for `declenv apply FILE`
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+impl PlanArgs {
+    pub(crate) fn detailed_exitcode(&self) -> bool {
+        self.detailed_exitcode
+    }
+}
+
+/// Arguments of `declenv apply`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ApplyArgs {
+    /// A plan saved with `declenv plan -o`; applied exactly, or refused if anything moved
+    #[arg(value_name = "PLAN_FILE")]
+    plan: Option<PathBuf>,
+    /// Do not ask before removing, downgrading or replacing packages
+    #[arg(short = 'y', long)]
+    yes: bool,
+    /// Print the outcome as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `declenv diff`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DiffArgs {
+    /// The older generation (default: the one before the newer)
+    #[arg(value_name = "A")]
+    from: Option<u32>,
+    /// The newer generation (default: the current one)
+    #[arg(value_name = "B")]
+    to: Option<u32>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `declenv init`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InitArgs {
+    /// A source to declare, as NAME=PATH (a channel directory or a catalog JSON file)
+    #[arg(long = "source", value_name = "NAME=PATH")]
+    sources: Vec<String>,
+    /// Declare what the profile's current generation holds (and lock it)
+    #[arg(long)]
+    from_current: bool,
+    /// Overwrite an existing spec
+    #[arg(long)]
+    force: bool,
+}
+
+/// Which schema `declenv schema` prints.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum SchemaKind {
+    /// `profile.toml`
+    Profile,
+    /// `profile.lock`
+    Lock,
+    /// plan JSON (`declenv plan --json`, saved plans)
+    Plan,
+}
+
+/// Arguments of `declenv schema`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SchemaArgs {
+    /// Which schema
+    #[arg(value_enum)]
+    kind: SchemaKind,
+}
+
+/// The JSON Schema of one of declenv's files, generated from the types that read it.
+#[must_use]
+pub fn schema_json(kind: SchemaKind) -> String {
+    let schema = match kind {
+        SchemaKind::Profile => schemars::schema_for!(SpecDocument),
+        SchemaKind::Lock => schemars::schema_for!(Lockfile),
+        SchemaKind::Plan => schemars::schema_for!(Plan),
+    };
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+pub(crate) fn schema(args: &SchemaArgs) -> anyhow::Result<Outcome> {
+    let mut stdout = anstream::stdout().lock();
+    stdout.write_all(schema_json(args.kind).as_bytes())?;
+    stdout.flush()?;
+    Ok(Outcome::Success)
+}
+
+fn open_profile(settings: &Settings) -> anyhow::Result<Profile> {
+    let root = settings.require_root()?;
+    let path = settings.profile_path()?;
+    Ok(Profile::new(&path, ProfileLayout::under_root(root))?)
+}
+
+fn read_spec(settings: &Settings) -> anyhow::Result<SpecFile> {
+    let path = settings.spec_path()?;
+    let spec_file = SpecFile::read(&path)?;
+    for warning in &spec_file.parsed.warnings {
+        eprintln!("{} {warning}", "warning:".yellow().bold());
+    }
+    Ok(spec_file)
+}
+
+fn resolve_options(update: Update, allow_attr_change: bool) -> ResolveOptions {
+    ResolveOptions {
+        update,
+        allow_attr_change,
+        this_system: crate::source::host_system(),
+    }
+}
+
+/// Reads the spec, loads its sources and locks.
+fn lock_spec(
+    settings: &Settings,
+    options: &ResolveOptions,
+    mode: LockMode,
+) -> anyhow::Result<(SpecFile, declarative::Sources, Locked)> {
+    let spec_file = read_spec(settings)?;
+    let existing = LockFile::read(&spec_file.path)?;
+    let sources = declarative::load_sources(spec_file.spec(), &settings.catalog_cache())?;
+    let locked = declarative::lock(&spec_file, &sources, &existing, options, mode)?;
+    if locked.written {
+        eprintln!(
+            "{}",
+            format!("updated lockfile `{}`", existing.path.display()).dimmed()
+        );
+    }
+    Ok((spec_file, sources, locked))
+}
+
+#[derive(Serialize)]
+struct LockJson<'a> {
+    schema: SchemaVersion,
+    lockfile: String,
+    up_to_date: bool,
+    written: bool,
+    relocked: &'a [String],
+    dropped: &'a [String],
+    held_back: &'a [HeldBack],
+}
+
+pub(crate) fn lock(
+    settings: &Settings,
+    lock_args: LockArgs,
+    args: &LockCommandArgs,
+) -> anyhow::Result<Outcome> {
+    let update = match &args.update {
+        None => Update::Nothing,
+        Some(ids) if ids.is_empty() => Update::All,
+        Some(ids) => Update::Ids(ids.iter().cloned().collect::<BTreeSet<_>>()),
+    };
+    let mode = if args.check {
+        LockMode::Locked
+    } else {
+        lock_args.mode()
+    };
+    let spec_file = read_spec(settings)?;
+    if let Update::Ids(ids) = &update {
+        for id in ids {
+            if !spec_file
+                .spec()
+                .packages
+                .iter()
+                .any(|package| &package.id == id)
+            {
+                return Err(anyhow::Error::new(super::Hinted {
+                    message: format!("`--update {id}`: the spec has no package `{id}`"),
+                    hint: "name ids as they appear under `[packages]`".to_owned(),
+                }));
+            }
+        }
+    }
+    let existing = LockFile::read(&spec_file.path)?;
+    let sources = declarative::load_sources(spec_file.spec(), &settings.catalog_cache())?;
+    let result = declarative::lock(
+        &spec_file,
+        &sources,
+        &existing,
+        &resolve_options(update, args.allow_attr_change),
+        mode,
+    );
+    let locked = match result {
+        Err(declarative::DeclarativeError::Stale { reason, .. }) if args.check => {
+            eprintln!(
+                "{} lockfile `{}` is out of date: {reason}",
+                "error:".red().bold(),
+                existing.path.display()
+            );
+            eprintln!("{} run `declenv lock` to update it", "hint:".cyan().bold());
+            return Ok(Outcome::NothingFound);
+        }
+        other => other?,
+    };
+    if args.json {
+        let document = LockJson {
+            schema: SchemaVersion { version: 1 },
+            lockfile: existing.path.display().to_string(),
+            up_to_date: !locked.changed,
+            written: locked.written,
+            relocked: &locked.relocked,
+            dropped: &locked.dropped,
+            held_back: &locked.held_back,
+        };
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        for id in &locked.relocked {
+            if let Some(package) = locked.lockfile.packages.get(id) {
+                eprintln!("{} {id} → {}", "locked".green(), package.name);
+            }
+        }
+        for id in &locked.dropped {
+            eprintln!("{} {id}", "dropped".red());
+        }
+        print_held_back(&locked.held_back);
+        let what = if locked.written {
+            "lockfile updated"
+        } else {
+            "lockfile up to date"
+        };
+        eprintln!("{what}: `{}`", existing.path.display());
+    }
+    Ok(Outcome::Success)
+}
+
+fn print_held_back(held_back: &[HeldBack]) {
+    for held in held_back {
+        let reason = match held.reason {
+            HeldReason::Keep => "`keep = true`".to_owned(),
+            HeldReason::Constraint => "the version constraint".to_owned(),
+            HeldReason::Locked => {
+                format!("the lockfile; `declenv lock --update {}` takes it", held.id)
+            }
+            HeldReason::AttrPath => format!(
+                "another attribute path; `declenv lock --update {} --allow-attr-change` takes it",
+                held.id
+            ),
+        };
+        eprintln!(
+            "{} {} stays at {} ({} available), held by {reason}",
+            "note:".cyan().bold(),
+            held.id,
+            held.locked,
+            held.available
+        );
+    }
+}
+
+/// The line for one change, Terraform style.
+fn change_line(change: &Change) -> String {
+    let label = |summary: Option<&crate::plan::diff::PackageSummary>| {
+        summary.map_or_else(String::new, |summary| summary.name.clone())
+    };
+    let id = change
+        .id
+        .as_ref()
+        .map_or_else(String::new, |id| format!(" ({id})"));
+    let flags: Vec<String> = change
+        .flags
+        .iter()
+        .map(|flag| {
+            format!(
+                "{} {} → {}",
+                flag.flag,
+                flag.from.as_deref().unwrap_or("unset"),
+                flag.to.as_deref().unwrap_or("unset")
+            )
+        })
+        .collect();
+    let flags = if flags.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", flags.join(", "))
+    };
+    let from = label(change.from.as_ref());
+    let to = label(change.to.as_ref());
+    match change.kind {
+        ChangeKind::Add => format!("  {} {to}{id}", "+".green().bold()),
+        ChangeKind::Remove => {
+            let why = if change.id.is_none() {
+                " (not in the spec)"
+            } else {
+                ""
+            };
+            format!("  {} {from}{id}{why}", "-".red().bold())
+        }
+        ChangeKind::Upgrade => format!(
+            "  {} {from} → {to}{id}: upgrade{flags}",
+            "~".yellow().bold()
+        ),
+        ChangeKind::Downgrade => {
+            format!(
+                "  {} {from} → {to}{id}: downgrade{flags}",
+                "~".yellow().bold()
+            )
+        }
+        ChangeKind::Rebuild => format!(
+            "  {} {to}{id}: same version, other content{flags}",
+            "~".yellow().bold()
+        ),
+        ChangeKind::Replace => {
+            let attrs = match (
+                change
+                    .from
+                    .as_ref()
+                    .and_then(|from| from.attr_path.as_ref()),
+                change.to.as_ref().and_then(|to| to.attr_path.as_ref()),
+            ) {
+                (Some(old), Some(new)) if old != new => {
+                    format!(" (attribute `{old}` → `{new}`)")
+                }
+                _ => String::new(),
+            };
+            format!(
+                "{} {from} → {to}{id}: replace{attrs}{flags}",
+                "-/+".red().bold()
+            )
+        }
+        ChangeKind::Flags => format!("  {} {to}{id}{}", "~".yellow().bold(), &flags[1..]),
+    }
+}
+
+fn summary_line(summary: &Summary) -> String {
+    let mut parts = vec![format!("{} to add", summary.add)];
+    for (count, word) in [
+        (summary.upgrade, "to upgrade"),
+        (summary.downgrade, "to downgrade"),
+        (summary.replace, "to replace"),
+        (summary.rebuild, "to rebuild"),
+        (summary.flags, "flag changes"),
+    ] {
+        if count > 0 {
+            parts.push(format!("{count} {word}"));
+        }
+    }
+    parts.push(format!("{} to remove", summary.remove));
+    format!("{}; {} unchanged.", parts.join(", "), summary.unchanged)
+}
+
+fn print_changes(changes: &[Change], summary: &Summary, title: &str) {
+    if changes.is_empty() {
+        println!("{} {title}", "No changes.".bold(),);
+        return;
+    }
+    println!("{title}");
+    println!();
+    for change in changes {
+        println!("{}", change_line(change));
+    }
+    println!();
+    println!("{} {}", "Plan:".bold(), summary_line(summary));
+}
+
+fn print_plan(plan: &Plan) {
+    let generation = plan.generation.map_or_else(
+        || "no generation yet".to_owned(),
+        |number| format!("generation {number}"),
+    );
+    if plan.has_changes() {
+        print_changes(
+            &plan.changes,
+            &plan.summary,
+            &format!(
+                "declenv will make a new generation of `{}` ({generation} now):",
+                plan.profile
+            ),
+        );
+    } else {
+        print_changes(
+            &[],
+            &plan.summary,
+            &format!(
+                "The profile matches the spec ({} packages, {generation}).",
+                plan.summary.unchanged
+            ),
+        );
+    }
+    print_held_back(&plan.held_back);
+}
+
+fn store_dir(settings: &Settings) -> anyhow::Result<crate::store::EmbeddedStore> {
+    super::store::open_store(settings)
+}
+
+pub(crate) fn plan(
+    settings: &Settings,
+    lock_args: LockArgs,
+    args: &PlanArgs,
+) -> anyhow::Result<Outcome> {
+    let profile = open_profile(settings)?;
+    let store = store_dir(settings)?;
+    let (spec_file, sources, locked) = lock_spec(
+        settings,
+        &resolve_options(Update::Nothing, false),
+        lock_args.mode(),
+    )?;
+    let planned =
+        declarative::make_plan(&profile, &spec_file, &sources, &locked, store.store_dir())?;
+    if let Some(out) = &args.out {
+        let mut text = serde_json::to_string_pretty(&planned.plan)?;
+        text.push('\n');
+        crate::fs::write_atomic(out, text.as_bytes())
+            .with_context(|| format!("cannot save the plan to `{}`", out.display()))?;
+        eprintln!(
+            "{}",
+            format!("saved the plan to `{}`", out.display()).dimmed()
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&planned.plan)?);
+    } else {
+        print_plan(&planned.plan);
+    }
+    Ok(if args.detailed_exitcode && planned.plan.has_changes() {
+        Outcome::Changes
+    } else {
+        Outcome::Success
+    })
+}
+
+#[derive(Serialize)]
+struct ApplyJson<'a> {
+    schema: SchemaVersion,
+    plan: &'a Plan,
+    generation: Option<u32>,
+    reused: bool,
+    warnings: &'a [String],
+}
+
+fn report(message: &ProfileMessage) {
+    if let ProfileMessage::WaitingForLock { profile } = message {
+        eprintln!(
+            "{}",
+            format!("waiting for the lock on profile `{}`", profile.display()).dimmed()
+        );
+    }
+}
+
+fn confirm(plan: &Plan) -> anyhow::Result<bool> {
+    let destructive = plan
+        .changes
+        .iter()
+        .filter(|change| change.kind.is_destructive())
+        .count();
+    let mut stderr = anstream::stderr().lock();
+    write!(
+        stderr,
+        "{} {destructive} package(s) will be removed, downgraded or replaced. Apply? [y/N] ",
+        "?".cyan().bold()
+    )?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
+}
+
+pub(crate) fn apply(
+    settings: &Settings,
+    lock_args: LockArgs,
+    args: &ApplyArgs,
+) -> anyhow::Result<Outcome> {
+    let profile = open_profile(settings)?;
+    let store = store_dir(settings)?;
+    // A saved plan pins the lockfile: nothing may be re-locked under it.
+    let mode = if args.plan.is_some() {
+        LockMode::Frozen
+    } else {
+        lock_args.mode()
+    };
+    let saved = match &args.plan {
+        None => None,
+        Some(path) => {
+            let text = fs_err::read_to_string(path)?;
+            let saved: Plan = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "`{}` is not a plan saved by `declenv plan -o`",
+                    path.display()
+                )
+            })?;
+            Some((path.clone(), saved))
+        }
+    };
+    let (spec_file, sources, locked) =
+        lock_spec(settings, &resolve_options(Update::Nothing, false), mode)?;
+    let planned =
+        declarative::make_plan(&profile, &spec_file, &sources, &locked, store.store_dir())?;
+    if let Some((path, saved)) = &saved {
+        declarative::check_saved_plan(saved, path, &planned.plan)?;
+    }
+    let plan = &planned.plan;
+    if settings.uses_default_profile()
+        && let Some(parent) = profile.path().parent()
+    {
+        fs_err::create_dir_all(parent)?;
+    }
+    if !plan.has_changes() {
+        if args.json {
+            let document = ApplyJson {
+                schema: SchemaVersion { version: 1 },
+                plan,
+                generation: plan.generation,
+                reused: true,
+                warnings: &[],
+            };
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        } else {
+            match plan.generation {
+                Some(number) => eprintln!("no changes, generation {number} reused"),
+                None => {
+                    eprintln!("no changes; the profile has no generation and the spec no packages")
+                }
+            }
+        }
+        return Ok(Outcome::Success);
+    }
+    if !args.json {
+        print_plan(plan);
+        println!();
+    }
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if plan.is_destructive() && !args.yes && interactive && !confirm(plan)? {
+        eprintln!("nothing applied");
+        return Ok(Outcome::NothingFound);
+    }
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(planned.desired.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} realising {pos}/{len} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let root = settings.require_root()?;
+    let scratch = root.join("nix/var/declenv/tmp");
+    let applied = declarative::apply(
+        declarative::Target {
+            store: &store,
+            profile: &profile,
+            scratch: &scratch,
+        },
+        &spec_file,
+        &locked,
+        &planned,
+        &mut |name| {
+            progress.set_message(name.to_owned());
+            progress.inc(1);
+        },
+        &mut report,
+    );
+    progress.finish_and_clear();
+    let applied = applied?;
+    for warning in &applied.warnings {
+        eprintln!("{} {warning}", "warning:".yellow().bold());
+    }
+    if args.json {
+        let document = ApplyJson {
+            schema: SchemaVersion { version: 1 },
+            plan,
+            generation: Some(applied.generation.number),
+            reused: applied.generation.reused,
+            warnings: &applied.warnings,
+        };
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        eprintln!(
+            "{} generation {} is now current ({})",
+            "applied:".green().bold(),
+            applied.generation.number,
+            summary_line(&plan.summary).trim_end_matches('.')
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+#[derive(Serialize)]
+struct DiffJson<'a> {
+    schema: SchemaVersion,
+    profile: String,
+    from: u32,
+    to: u32,
+    changes: &'a [Change],
+    summary: Summary,
+}
+
+pub(crate) fn diff(settings: &Settings, args: &DiffArgs) -> anyhow::Result<Outcome> {
+    let profile = open_profile(settings)?;
+    let generations = profile.generations_unlocked()?;
+    let to = match args.to.or(if args.from.is_some() && args.to.is_none() {
+        generations.current
+    } else {
+        None
+    }) {
+        Some(number) => number,
+        None => generations.current.ok_or_else(|| {
+            anyhow::Error::new(super::Hinted {
+                message: format!(
+                    "profile `{}` has no current generation",
+                    profile.path().display()
+                ),
+                hint: "run `declenv apply` first, or name two generations".to_owned(),
+            })
+        })?,
+    };
+    let from = match args.from {
+        Some(number) => number,
+        None => generations
+            .entries
+            .iter()
+            .map(|entry| entry.number)
+            .filter(|&number| number < to)
+            .max()
+            .ok_or_else(|| {
+                anyhow::Error::new(super::Hinted {
+                    message: format!("generation {to} has no earlier generation to compare with"),
+                    hint: "name the generations: `declenv diff A B`".to_owned(),
+                })
+            })?,
+    };
+    let before = declarative::generation_sides(&profile, from)?;
+    let after = declarative::generation_sides(&profile, to)?;
+    let result: Diff = crate::plan::diff::diff(&before, &after);
+    let summary = Summary::of(&result);
+    if args.json {
+        let document = DiffJson {
+            schema: SchemaVersion { version: 1 },
+            profile: profile.path().display().to_string(),
+            from,
+            to,
+            changes: &result.changes,
+            summary,
+        };
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else if result.changes.is_empty() {
+        println!(
+            "{} generations {from} and {to} hold the same packages",
+            "No changes:".bold()
+        );
+    } else {
+        println!("From generation {from} to generation {to}:");
+        println!();
+        for change in &result.changes {
+            println!("{}", change_line(change));
+        }
+        println!();
+        println!("{} {}", "Changes:".bold(), summary_line(&summary));
+    }
+    Ok(Outcome::Success)
+}
+
+/// `declenv rollback --restore-spec` and `generations switch --restore-spec`: writes the spec
+/// and lockfile the now-current generation was built from.
+pub(crate) fn restore_spec(settings: &Settings) -> anyhow::Result<()> {
+    let profile = open_profile(settings)?;
+    let current = declarative::current_generation(&profile)?;
+    let Some(record) = current.record else {
+        return Err(anyhow::Error::new(super::Hinted {
+            message: format!(
+                "generation {} was not built from a spec; nothing to restore",
+                current.generation.unwrap_or_default()
+            ),
+            hint: "`declenv init --from-current` writes a spec for it".to_owned(),
+        }));
+    };
+    let spec_path = match settings.explicit_spec_path() {
+        Some(path) => path,
+        None => PathBuf::from(&record.spec_path),
+    };
+    let lock_path = declarative::lock_path_for(&spec_path);
+    crate::fs::write_atomic(&lock_path, record.lock.as_bytes())
+        .with_context(|| format!("cannot write `{}`", lock_path.display()))?;
+    crate::fs::write_atomic(&spec_path, record.spec.as_bytes())
+        .with_context(|| format!("cannot write `{}`", spec_path.display()))?;
+    eprintln!(
+        "restored `{}` and `{}` from generation {}",
+        spec_path.display(),
+        lock_path.display(),
+        current.generation.unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outcome> {
+    let spec_path = std::path::absolute(settings.spec_path()?)?;
+    if spec_path.exists() && !args.force {
+        return Err(anyhow::Error::new(super::Hinted {
+            message: format!("`{}` already exists", spec_path.display()),
+            hint: "pass `--force` to overwrite it, or `--file PATH` to write another".to_owned(),
+        }));
+    }
+    let mut sources = Vec::new();
+    for source in &args.sources {
+        let Some((name, path)) = source.split_once('=') else {
+            return Err(anyhow::Error::new(super::Hinted {
+                message: format!("`--source {source}` is not NAME=PATH"),
+                hint: "for example `--source nixpkgs=./channel`".to_owned(),
+            }));
+        };
+        let kind = if Path::new(path).is_dir() {
+            "channel"
+        } else {
+            "catalog"
+        };
+        sources.push((name.to_owned(), kind, path.to_owned()));
+    }
+    let profile = open_profile(settings)?;
+    // Editors find the schema through the spec's `#:schema` line; keep a copy under the root.
+    let schema_path = settings
+        .require_root()?
+        .join("nix/var/declenv/schema/profile.schema.json");
+    let text = if args.from_current {
+        let current = declarative::current_generation(&profile)?;
+        let spec_directory = spec_path.parent().unwrap_or(Path::new("/"));
+        let probe = crate::profile::init::probe_spec(&sources, spec_directory);
+        let catalog = if sources.is_empty() {
+            declarative::Sources::default()
+        } else {
+            let parsed = crate::model::spec::parse(&probe, &spec_path)?;
+            declarative::load_sources(&parsed.spec, &settings.catalog_cache())?
+        };
+        crate::profile::init::spec_from_current(&current, &sources, &catalog, &schema_path)
+    } else {
+        crate::profile::init::template(&sources, &schema_path)
+    };
+    // Parse and lock in memory first: a spec that cannot be read back or locked is never
+    // written, and an existing one is left as it was.
+    let spec_file = SpecFile {
+        path: spec_path.clone(),
+        text: text.clone(),
+        parsed: crate::model::spec::parse(&text, &spec_path)?,
+    };
+    let lock_path = declarative::lock_path_for(&spec_path);
+    let locked = if args.from_current {
+        let sources = declarative::load_sources(spec_file.spec(), &settings.catalog_cache())?;
+        let empty = LockFile {
+            path: lock_path.clone(),
+            text: None,
+            lockfile: Lockfile::default(),
+        };
+        Some(declarative::lock(
+            &spec_file,
+            &sources,
+            &empty,
+            &resolve_options(Update::Nothing, false),
+            LockMode::InMemory,
+        )?)
+    } else {
+        None
+    };
+    if let Some(parent) = schema_path.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    crate::fs::write_atomic(&schema_path, schema_json(SchemaKind::Profile).as_bytes())
+        .with_context(|| format!("cannot write `{}`", schema_path.display()))?;
+    if let Some(parent) = spec_path.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    crate::fs::write_atomic(&spec_path, text.as_bytes())
+        .with_context(|| format!("cannot write `{}`", spec_path.display()))?;
+    eprintln!("wrote `{}`", spec_path.display());
+    if let Some(locked) = locked {
+        crate::fs::write_atomic(&lock_path, locked.text.as_bytes())
+            .with_context(|| format!("cannot write `{}`", lock_path.display()))?;
+        eprintln!("wrote `{}`", lock_path.display());
+    }
+    Ok(Outcome::Success)
+}
+
+/// Before a switch with `--restore-spec`: the target generation must carry its spec, so the
+/// switch never happens without the restore the user asked for.
+pub(crate) fn check_restorable(settings: &Settings, target: Option<u64>) -> anyhow::Result<()> {
+    let profile = open_profile(settings)?;
+    let generations = profile.generations_unlocked()?;
+    let number = match target {
+        Some(number) => u32::try_from(number).ok(),
+        None => generations.current.and_then(|current| {
+            generations
+                .entries
+                .iter()
+                .map(|entry| entry.number)
+                .filter(|&number| number < current)
+                .max()
+        }),
+    };
+    let Some(number) = number else {
+        // The switch itself reports a missing generation in Nix's words.
+        return Ok(());
+    };
+    let Some(entry) = generations
+        .entries
+        .iter()
+        .rev()
+        .find(|entry| entry.number == number)
+    else {
+        return Ok(());
+    };
+    if profile
+        .read_metadata(entry)?
+        .and_then(|metadata| metadata.declarative)
+        .is_none()
+    {
+        return Err(anyhow::Error::new(super::Hinted {
+            message: format!("generation {number} was not built from a spec; nothing to restore"),
+            hint: "switch without `--restore-spec`, then `declenv init --from-current --force` writes a spec for it".to_owned(),
+        }));
+    }
+    Ok(())
+}

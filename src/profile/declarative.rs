@@ -1,0 +1,1261 @@
+//! The declarative cycle on disk: read `profile.toml`, load its sources, lock, compare the
+//! locked state with the profile's current generation, and apply a plan as one generation.
+//!
+//! I/O: every decision is made by [`crate::plan::resolve`] and [`crate::plan::diff`]; this
+//! module reads files, hashes trees, writes the lockfile atomically (only when its content
+//! changes) and hands the environment to the store and the profile. It never prints.
+
+use super::build::{BuildError, build_environment, collect_trees, packages_of};
+use super::generations::{DeclarativeRecord, Profile, ProfileError, ProfileToken, Provenance};
+use super::lock::LockOptions;
+use super::realise::output_store_name;
+use super::{CreatedGeneration, ProfileMessage};
+use crate::model::catalog::Catalog;
+use crate::model::lockfile::{
+    self, LockedOutput, LockedPackage, LockedSource, Lockfile, LockfileError,
+};
+use crate::model::manifest::{self, ManifestElement, ManifestError, NixValue};
+use crate::model::spec::{self, Parsed, Selection, SourceKind, Spec, SpecError};
+use crate::plan::diff::{self, Change, ChangeKind, Diff, Side};
+use crate::plan::layout::{self, LayoutError};
+use crate::plan::resolve::{self, Decision, HeldBack, ResolveError, ResolveOptions};
+use crate::source::{CacheDirectory, SourceError};
+use crate::store::{EmbeddedStore, StoreDir, StoreError, nar, nixbase32, path::source_store_path};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why the declarative cycle stopped. Every variant names the file or the package.
+#[derive(Debug, thiserror::Error)]
+pub enum DeclarativeError {
+    /// The spec could not be read.
+    #[error("cannot read profile spec `{}`", path.display())]
+    ReadSpec {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The spec does not parse or validate.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The lockfile could not be read or written.
+    #[error("cannot {action} lockfile `{}`", path.display())]
+    LockfileIo {
+        /// `read` or `write`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The lockfile is not valid.
+    #[error(transparent)]
+    Lockfile(#[from] LockfileError),
+    /// A source could not be loaded.
+    #[error("cannot load source `{id}`")]
+    Source {
+        /// The source's name.
+        id: String,
+        /// Why.
+        #[source]
+        source: Box<SourceError>,
+    },
+    /// An entry cannot be resolved.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// A chosen package's tree could not be hashed.
+    #[error("cannot hash the tree of package `{id}` at `{}`", path.display())]
+    Hash {
+        /// The id.
+        id: String,
+        /// The tree.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<nar::NarError>,
+    },
+    /// A chosen package has an output that is neither shipped nor named by a store path.
+    #[error("package `{id}` (`{package}`): output `{output}` has no tree and no store path")]
+    NoPath {
+        /// The id.
+        id: String,
+        /// The full name.
+        package: String,
+        /// The output.
+        output: String,
+    },
+    /// `--locked` or `--frozen`, and the lockfile would have to change.
+    #[error("lockfile `{}` is out of date: {reason}", path.display())]
+    Stale {
+        /// The file.
+        path: PathBuf,
+        /// What would change.
+        reason: String,
+        /// Whether the mode was `--frozen`.
+        frozen: bool,
+    },
+    /// The current generation's manifest could not be read.
+    #[error("cannot read the manifest of the current generation at `{}`", path.display())]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: ManifestReadError,
+    },
+    /// Two packages provide the same file at the same priority.
+    #[error("packages `{first}` and `{second}` both provide `{file}` with priority {priority}")]
+    Collision {
+        /// The id (or name) of the package linked first.
+        first: String,
+        /// The id (or name) of the other.
+        second: String,
+        /// The file, relative to the profile.
+        file: String,
+        /// Their shared priority.
+        priority: i32,
+        /// The spec ids, when both are spec entries.
+        ids: Option<(String, String)>,
+    },
+    /// The layout failed otherwise.
+    #[error(transparent)]
+    Layout(Box<LayoutError>),
+    /// The environment could not be built.
+    #[error(transparent)]
+    Build(Box<BuildError>),
+    /// A package could not be added to the store.
+    #[error("cannot add package `{id}` to the store")]
+    Store {
+        /// The id.
+        id: String,
+        /// Why.
+        #[source]
+        source: Box<StoreError>,
+    },
+    /// A tree's content is not what the lockfile recorded.
+    #[error(
+        "the tree of package `{id}` (output `{output}`) changed since it was locked: expected `{expected}`, found `{found}`"
+    )]
+    ContentChanged {
+        /// The id.
+        id: String,
+        /// The output.
+        output: String,
+        /// The path the lockfile gives.
+        expected: String,
+        /// The path the tree gives now.
+        found: String,
+    },
+    /// A locked store path is missing and no source ships its tree.
+    #[error(
+        "package `{id}` is not available: `{path}` does not exist and no source ships its tree"
+    )]
+    Unavailable {
+        /// The id.
+        id: String,
+        /// The store path.
+        path: String,
+    },
+    /// A saved plan no longer fits.
+    #[error("the saved plan `{}` is out of date: {reason}", path.display())]
+    StalePlan {
+        /// The plan file.
+        path: PathBuf,
+        /// What moved.
+        reason: String,
+    },
+    /// A generation that does not exist.
+    #[error("profile `{}` has no generation {number}", profile.display())]
+    NoGeneration {
+        /// The profile.
+        profile: PathBuf,
+        /// The number asked for.
+        number: u32,
+    },
+    /// The profile could not be read or changed.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+impl From<BuildError> for DeclarativeError {
+    fn from(error: BuildError) -> Self {
+        Self::Build(Box::new(error))
+    }
+}
+
+/// Why a manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestReadError {
+    /// I/O.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// Parse error.
+    #[error(transparent)]
+    Parse(#[from] ManifestError),
+}
+
+impl DeclarativeError {
+    /// A hint for the user, where one helps.
+    #[must_use]
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Spec(error) => error.hint.clone(),
+            Self::Lockfile(error) => error.hint(),
+            Self::Resolve(error) => error.hint(),
+            Self::Stale { frozen: true, .. } => Some(
+                "run `declenv lock` to bring the lockfile up to date, or drop `--frozen`"
+                    .to_owned(),
+            ),
+            Self::Stale { .. } => Some(
+                "run `declenv lock` to bring the lockfile up to date, or drop `--locked`"
+                    .to_owned(),
+            ),
+            Self::Collision {
+                ids: Some((first, second)),
+                priority,
+                file,
+                ..
+            } => Some(format!(
+                "to keep `{first}`'s `{file}`, set `priority = {}` under `[packages.{first}]` (lower wins); or set it under `[packages.{second}]` to keep that one's",
+                priority - 1
+            )),
+            Self::Collision { priority, .. } => Some(format!(
+                "set `priority` to {} or lower on the package to keep (lower wins)",
+                priority - 1
+            )),
+            Self::ContentChanged { id, .. } => Some(format!(
+                "run `declenv lock --update {id}` to lock the new content"
+            )),
+            Self::Unavailable { id, .. } => Some(format!(
+                "build or fetch it with Nix, or run `declenv lock --update {id}` to pick what the sources offer now"
+            )),
+            Self::StalePlan { .. } => Some("run `declenv plan -o FILE` again".to_owned()),
+            Self::Build(error) => error.hint(),
+            Self::Profile(error) => error.hint(),
+            _ => None,
+        }
+    }
+}
+
+/// The lockfile beside a spec: `profile.toml` → `profile.lock`.
+#[must_use]
+pub fn lock_path_for(spec_path: &Path) -> PathBuf {
+    spec_path.with_extension("lock")
+}
+
+/// `sha256:<hex>` of some bytes.
+#[must_use]
+pub fn content_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", crate::store::path::hex(&Sha256::digest(bytes)))
+}
+
+/// A spec as read from disk.
+#[derive(Debug, Clone)]
+pub struct SpecFile {
+    /// Its absolute path.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+    /// The parsed spec and its warnings.
+    pub parsed: Parsed,
+}
+
+impl SpecFile {
+    /// Reads and parses the spec at `path`.
+    pub fn read(path: &Path) -> Result<Self, DeclarativeError> {
+        let path = std::path::absolute(path).map_err(|source| DeclarativeError::ReadSpec {
+            path: path.to_owned(),
+            source,
+        })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| DeclarativeError::ReadSpec {
+            path: path.clone(),
+            source,
+        })?;
+        let parsed = spec::parse(&text, &path)?;
+        Ok(Self { path, text, parsed })
+    }
+
+    /// The spec.
+    #[must_use]
+    pub fn spec(&self) -> &Spec {
+        &self.parsed.spec
+    }
+}
+
+/// The spec's sources, loaded.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Their packages, one catalog source per spec source, in order.
+    pub catalog: Catalog,
+    /// Their identities, in order.
+    pub identities: Vec<String>,
+}
+
+/// Loads every source of `spec`.
+pub fn load_sources(spec: &Spec, cache: &CacheDirectory) -> Result<Sources, DeclarativeError> {
+    let mut packed = Vec::new();
+    let mut identities = Vec::new();
+    for source in &spec.sources {
+        let kind = match source.kind {
+            SourceKind::Channel => crate::source::SourceKind::Channel,
+            SourceKind::Catalog => crate::source::SourceKind::CatalogJson,
+        };
+        let (catalog, identity) = crate::source::load_source_identified(&source.path, kind, cache)
+            .map_err(|error| DeclarativeError::Source {
+                id: source.id.clone(),
+                source: Box::new(error),
+            })?;
+        packed.push(catalog);
+        identities.push(identity);
+    }
+    Ok(Sources {
+        catalog: Catalog::from_packed(packed),
+        identities,
+    })
+}
+
+/// How the lockfile may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LockMode {
+    /// Lock what is new or changed and write the lockfile if its content changes.
+    #[default]
+    Update,
+    /// Fail rather than change the lockfile.
+    Locked,
+    /// Use the lockfile as it is, without resolving anything; fail if it does not cover the spec.
+    Frozen,
+    /// Resolve, but neither write nor fail: the caller writes the result.
+    InMemory,
+}
+
+/// The lockfile on disk, if any.
+#[derive(Debug, Clone)]
+pub struct LockFile {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its text, if it exists.
+    pub text: Option<String>,
+    /// Its content.
+    pub lockfile: Lockfile,
+}
+
+impl LockFile {
+    /// Reads the lockfile beside `spec_path` (an absent file is an empty lockfile).
+    pub fn read(spec_path: &Path) -> Result<Self, DeclarativeError> {
+        let path = lock_path_for(spec_path);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let lockfile = lockfile::parse(&text, &path)?;
+                Ok(Self {
+                    path,
+                    text: Some(text),
+                    lockfile,
+                })
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Self {
+                path,
+                text: None,
+                lockfile: Lockfile::default(),
+            }),
+            Err(source) => Err(DeclarativeError::LockfileIo {
+                action: "read",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// The outcome of [`lock`].
+#[derive(Debug, Clone)]
+pub struct Locked {
+    /// The lockfile to use.
+    pub lockfile: Lockfile,
+    /// Its rendered text.
+    pub text: String,
+    /// Whether it differs from the file on disk.
+    pub changed: bool,
+    /// Whether it was written.
+    pub written: bool,
+    /// Ids whose lock entry is new or different.
+    pub relocked: Vec<String>,
+    /// Ids dropped from the lockfile.
+    pub dropped: Vec<String>,
+    /// Packages held back from newer versions.
+    pub held_back: Vec<HeldBack>,
+}
+
+/// Resolves the spec into a lockfile and writes it when its content changed (in
+/// [`LockMode::Update`]).
+pub fn lock(
+    spec_file: &SpecFile,
+    sources: &Sources,
+    existing: &LockFile,
+    options: &ResolveOptions,
+    mode: LockMode,
+) -> Result<Locked, DeclarativeError> {
+    let spec = spec_file.spec();
+    let previous = &existing.lockfile;
+    let (lockfile, held_back) = if mode == LockMode::Frozen {
+        frozen_check(spec, existing)?;
+        let resolution = resolve::resolve(
+            spec,
+            &sources.catalog,
+            previous,
+            &ResolveOptions {
+                update: resolve::Update::Nothing,
+                ..options.clone()
+            },
+        );
+        let held_back = resolution
+            .map(|resolution| resolution.held_back)
+            .unwrap_or_default();
+        (previous.clone(), held_back)
+    } else {
+        let resolution = resolve::resolve(spec, &sources.catalog, previous, options)?;
+        let mut lockfile = Lockfile::default();
+        for (id, decision) in &resolution.decisions {
+            let package = match decision {
+                Decision::Keep(locked) => locked.clone(),
+                Decision::Choose { index, install } => {
+                    locked_from_catalog(spec, sources, id, *index, install)?
+                }
+                Decision::StorePath { path } => locked_store_path(spec, id, path),
+            };
+            lockfile.packages.insert(id.clone(), package);
+        }
+        // A source's identity is updated when something is locked from it afresh.
+        for (index, source) in spec.sources.iter().enumerate() {
+            let used = lockfile
+                .packages
+                .values()
+                .any(|package| package.source.as_ref() == Some(&source.id));
+            if !used {
+                continue;
+            }
+            let relocked_from_it = lockfile.packages.iter().any(|(id, package)| {
+                package.source.as_ref() == Some(&source.id)
+                    && previous.packages.get(id) != Some(package)
+            });
+            let locked_source = match previous.sources.get(&source.id) {
+                Some(old) if !relocked_from_it && old.path == source.written => old.clone(),
+                _ => LockedSource {
+                    kind: source.kind,
+                    path: source.written.clone(),
+                    identity: sources.identities[index].clone(),
+                },
+            };
+            lockfile.sources.insert(source.id.clone(), locked_source);
+        }
+        (lockfile, resolution.held_back)
+    };
+    let text = lockfile::render(&lockfile);
+    let changed = existing.text.as_deref() != Some(text.as_str());
+    let relocked: Vec<String> = lockfile
+        .packages
+        .iter()
+        .filter(|(id, package)| previous.packages.get(*id) != Some(*package))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let dropped: Vec<String> = previous
+        .packages
+        .keys()
+        .filter(|id| !lockfile.packages.contains_key(*id))
+        .cloned()
+        .collect();
+    if changed && mode == LockMode::Locked {
+        let mut reasons = Vec::new();
+        if existing.text.is_none() {
+            reasons.push("it does not exist".to_owned());
+        }
+        if !relocked.is_empty() {
+            reasons.push(format!("would lock {}", quoted(&relocked)));
+        }
+        if !dropped.is_empty() {
+            reasons.push(format!("would drop {}", quoted(&dropped)));
+        }
+        if reasons.is_empty() {
+            reasons.push("its sources or formatting would change".to_owned());
+        }
+        return Err(DeclarativeError::Stale {
+            path: existing.path.clone(),
+            reason: reasons.join("; "),
+            frozen: false,
+        });
+    }
+    let written = changed && mode == LockMode::Update;
+    if written {
+        crate::fs::write_atomic(&existing.path, text.as_bytes()).map_err(|source| {
+            DeclarativeError::LockfileIo {
+                action: "write",
+                path: existing.path.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(Locked {
+        lockfile,
+        text,
+        changed,
+        written,
+        relocked,
+        dropped,
+        held_back,
+    })
+}
+
+fn quoted(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| format!("`{id}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `--frozen`: the lockfile must cover the spec exactly as it is.
+fn frozen_check(spec: &Spec, existing: &LockFile) -> Result<(), DeclarativeError> {
+    let stale = |reason: String| DeclarativeError::Stale {
+        path: existing.path.clone(),
+        reason,
+        frozen: true,
+    };
+    if existing.text.is_none() {
+        return Err(stale("it does not exist".to_owned()));
+    }
+    let mut missing = Vec::new();
+    let mut changed = Vec::new();
+    for request in &spec.packages {
+        match existing.lockfile.packages.get(&request.id) {
+            None => missing.push(request.id.clone()),
+            Some(locked) if locked.entry_hash != request.entry_hash => {
+                changed.push(request.id.clone());
+            }
+            Some(_) => {}
+        }
+    }
+    let extra: Vec<String> = existing
+        .lockfile
+        .packages
+        .keys()
+        .filter(|id| !spec.packages.iter().any(|request| &request.id == *id))
+        .cloned()
+        .collect();
+    let mut reasons = Vec::new();
+    if !missing.is_empty() {
+        reasons.push(format!("it does not lock {}", quoted(&missing)));
+    }
+    if !changed.is_empty() {
+        reasons.push(format!("the spec changed {}", quoted(&changed)));
+    }
+    if !extra.is_empty() {
+        reasons.push(format!(
+            "it locks {} the spec no longer has",
+            quoted(&extra)
+        ));
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(stale(reasons.join("; ")))
+    }
+}
+
+fn locked_from_catalog(
+    spec: &Spec,
+    sources: &Sources,
+    id: &str,
+    index: usize,
+    install: &[String],
+) -> Result<LockedPackage, DeclarativeError> {
+    let entry_ref = sources.catalog.get(index);
+    let entry = entry_ref
+        .to_entry()
+        .ok_or_else(|| DeclarativeError::NoPath {
+            id: id.to_owned(),
+            package: entry_ref.name().to_owned(),
+            output: "out".to_owned(),
+        })?;
+    let mut outputs = BTreeMap::new();
+    for (output, known_path) in &entry.outputs {
+        let nar_hash = match entry.trees.get(output) {
+            Some(tree) => Some(
+                nar::hash_path(Path::new(tree))
+                    .map_err(|source| DeclarativeError::Hash {
+                        id: id.to_owned(),
+                        path: PathBuf::from(tree),
+                        source: Box::new(source),
+                    })?
+                    .to_nix_string(),
+            ),
+            None => None,
+        };
+        if nar_hash.is_none() && known_path.is_none() {
+            return Err(DeclarativeError::NoPath {
+                id: id.to_owned(),
+                package: entry.name.clone(),
+                output: output.clone(),
+            });
+        }
+        outputs.insert(
+            output.clone(),
+            LockedOutput {
+                nar_hash,
+                path: known_path.clone(),
+            },
+        );
+    }
+    let request = spec.packages.iter().find(|request| request.id == id);
+    Ok(LockedPackage {
+        entry_hash: request
+            .map(|request| request.entry_hash.clone())
+            .unwrap_or_default(),
+        source: Some(spec.sources[entry_ref.source()].id.clone()),
+        attr_path: Some(entry.attr_path.clone()),
+        version: entry.version().to_owned(),
+        name: entry.name.clone(),
+        system: entry.system.clone(),
+        content_hash: LockedPackage::content_hash_of(&outputs),
+        outputs,
+        install: install.to_vec(),
+    })
+}
+
+fn locked_store_path(spec: &Spec, id: &str, path: &str) -> LockedPackage {
+    let base = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path);
+    let name = base.split_once('-').map_or(base, |(_, name)| name);
+    let outputs = BTreeMap::from([(
+        "out".to_owned(),
+        LockedOutput {
+            nar_hash: None,
+            path: Some(path.to_owned()),
+        },
+    )]);
+    let request = spec.packages.iter().find(|request| request.id == id);
+    LockedPackage {
+        entry_hash: request
+            .map(|request| request.entry_hash.clone())
+            .unwrap_or_default(),
+        source: None,
+        attr_path: None,
+        version: crate::version::split_drv_name(name).1.to_owned(),
+        name: name.to_owned(),
+        system: None,
+        content_hash: LockedPackage::content_hash_of(&outputs),
+        outputs,
+        install: vec!["out".to_owned()],
+    }
+}
+
+/// One element the profile should hold, with the trees that realise it.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// The spec id.
+    pub id: String,
+    /// The attribute path, if any.
+    pub attr_path: Option<String>,
+    /// The manifest element.
+    pub element: ManifestElement,
+    /// Every output's expected store path and, when a source ships it, its tree.
+    pub outputs: BTreeMap<String, (String, Option<PathBuf>)>,
+}
+
+/// The store path of a locked output in `store_dir`.
+fn output_path(
+    store_dir: &StoreDir,
+    package: &LockedPackage,
+    output: &str,
+    locked: &LockedOutput,
+) -> Option<String> {
+    if let Some(nar_hash) = &locked.nar_hash {
+        let digest = nixbase32::decode(nar_hash.strip_prefix("sha256:")?).ok()?;
+        let digest: [u8; 32] = digest.try_into().ok()?;
+        return source_store_path(
+            store_dir,
+            &digest,
+            &output_store_name(&package.name, output),
+        )
+        .ok()
+        .map(|path| path.to_string());
+    }
+    locked.path.clone()
+}
+
+/// The elements the lockfile asks for, in spec order, with their meta and the spec's flags.
+pub fn desired_elements(
+    spec: &Spec,
+    sources: &Sources,
+    lockfile: &Lockfile,
+    store_dir: &StoreDir,
+) -> Vec<Desired> {
+    let mut desired = Vec::new();
+    for request in &spec.packages {
+        let Some(package) = lockfile.packages.get(&request.id) else {
+            continue;
+        };
+        let source_index = package
+            .source
+            .as_ref()
+            .and_then(|name| spec.sources.iter().position(|source| &source.id == name));
+        let entry = source_index
+            .zip(package.attr_path.as_ref())
+            .and_then(|(source, attr_path)| sources.catalog.by_attr_path(source, attr_path))
+            .filter(|entry| entry.name() == package.name)
+            .and_then(|entry| entry.to_entry());
+        let mut outputs = BTreeMap::new();
+        for (output, locked) in &package.outputs {
+            let path = output_path(store_dir, package, output, locked).unwrap_or_default();
+            let tree = entry
+                .as_ref()
+                .and_then(|entry| entry.trees.get(output))
+                .map(PathBuf::from);
+            outputs.insert(output.clone(), (path, tree));
+        }
+        let mut meta: BTreeMap<String, NixValue> = entry
+            .as_ref()
+            .map(|entry| manifest::valid_meta(&entry.meta))
+            .unwrap_or_default();
+        // Flags are stored as `nix-env --set-flag` stores them: strings.
+        if let Some(priority) = request.flags.priority {
+            meta.insert(
+                "priority".to_owned(),
+                NixValue::String(priority.to_string()),
+            );
+        }
+        if let Some(keep) = request.flags.keep {
+            meta.insert("keep".to_owned(), NixValue::String(keep.to_string()));
+        }
+        if let Some(active) = request.flags.active {
+            meta.insert("active".to_owned(), NixValue::String(active.to_string()));
+        }
+        let installed: BTreeMap<String, String> = package
+            .install
+            .iter()
+            .filter_map(|output| {
+                outputs
+                    .get(output)
+                    .map(|(path, _)| (output.clone(), path.clone()))
+            })
+            .collect();
+        let out_path = outputs
+            .get("out")
+            .or_else(|| outputs.values().next())
+            .map(|(path, _)| path.clone())
+            .unwrap_or_default();
+        desired.push(Desired {
+            id: request.id.clone(),
+            attr_path: package.attr_path.clone(),
+            element: ManifestElement {
+                name: package.name.clone(),
+                out_path,
+                outputs: installed,
+                system: package.system.clone(),
+                meta,
+                drv_path: None,
+            },
+            outputs,
+        });
+    }
+    desired
+}
+
+/// The profile's current generation: its number, link text and elements (with ids when
+/// declenv made it).
+#[derive(Debug, Clone, Default)]
+pub struct Current {
+    /// The generation number, if the profile has one.
+    pub generation: Option<u32>,
+    /// The profile link's text when read.
+    pub token: Option<ProfileToken>,
+    /// The profile link's text, for saved plans.
+    pub link_text: Option<String>,
+    /// Its elements.
+    pub elements: Vec<Side>,
+    /// The spec and lockfile it was built from, if declenv built it.
+    pub record: Option<DeclarativeRecord>,
+}
+
+/// Reads the current generation of `profile`.
+pub fn current_generation(profile: &Profile) -> Result<Current, DeclarativeError> {
+    let token = profile.read_token()?;
+    let link_text = token
+        .link_text()
+        .map(|text| text.to_string_lossy().into_owned());
+    if link_text.is_none() {
+        return Ok(Current {
+            token: Some(token),
+            ..Current::default()
+        });
+    }
+    let generations = profile.generations_unlocked()?;
+    let generation = generations.current;
+    let record = generation
+        .and_then(|number| {
+            generations
+                .entries
+                .iter()
+                .rev()
+                .find(|entry| entry.number == number)
+        })
+        .map(|entry| profile.read_metadata(entry))
+        .transpose()?
+        .flatten()
+        .and_then(|metadata| metadata.declarative);
+    let elements = read_sides(&profile.path().join("manifest.nix"), record.as_ref())?;
+    Ok(Current {
+        generation,
+        token: Some(token),
+        link_text,
+        elements,
+        record,
+    })
+}
+
+/// The state a plan was made against; a saved plan is applied only while it still holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlanBase {
+    /// The profile link's text (absent: the profile had no generation).
+    pub profile_link: Option<String>,
+    /// The spec file's path.
+    pub spec_path: String,
+    /// `sha256:<hex>` of the spec file.
+    pub spec_hash: String,
+    /// `sha256:<hex>` of the lockfile the plan applies.
+    pub lock_hash: String,
+}
+
+/// Counts by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    /// Additions.
+    pub add: usize,
+    /// Removals.
+    pub remove: usize,
+    /// Upgrades.
+    pub upgrade: usize,
+    /// Downgrades.
+    pub downgrade: usize,
+    /// Replacements.
+    pub replace: usize,
+    /// Rebuilds.
+    pub rebuild: usize,
+    /// Flag-only changes.
+    pub flags: usize,
+    /// Packages that stay as they are.
+    pub unchanged: usize,
+}
+
+impl Summary {
+    /// Counts the changes of a diff.
+    #[must_use]
+    pub fn of(diff: &Diff) -> Self {
+        let mut summary = Self {
+            unchanged: diff.unchanged.len(),
+            ..Self::default()
+        };
+        for change in &diff.changes {
+            *match change.kind {
+                ChangeKind::Add => &mut summary.add,
+                ChangeKind::Remove => &mut summary.remove,
+                ChangeKind::Upgrade => &mut summary.upgrade,
+                ChangeKind::Downgrade => &mut summary.downgrade,
+                ChangeKind::Replace => &mut summary.replace,
+                ChangeKind::Rebuild => &mut summary.rebuild,
+                ChangeKind::Flags => &mut summary.flags,
+            } += 1;
+        }
+        summary
+    }
+
+    /// Whether anything changes.
+    #[must_use]
+    pub fn has_changes(&self) -> bool {
+        self.add
+            + self.remove
+            + self.upgrade
+            + self.downgrade
+            + self.replace
+            + self.rebuild
+            + self.flags
+            > 0
+    }
+}
+
+/// Schema version of plan JSON.
+pub const PLAN_SCHEMA_VERSION: u32 = 1;
+
+/// The version of a JSON document's format, so scripts can tell formats apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SchemaVersion {
+    /// The version.
+    pub version: u32,
+}
+
+/// A plan: printed by `declenv plan`, saved with `-o`, applied by `declenv apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "declenv plan")]
+pub struct Plan {
+    /// The format version of this JSON, 1.
+    pub schema: SchemaVersion,
+    /// The profile.
+    pub profile: String,
+    /// The current generation, if any.
+    pub generation: Option<u32>,
+    /// The state the plan was made against.
+    pub base: PlanBase,
+    /// The edits.
+    pub changes: Vec<Change>,
+    /// Counts.
+    pub summary: Summary,
+    /// Packages held back from newer versions, and why.
+    pub held_back: Vec<HeldBack>,
+}
+
+impl Plan {
+    /// Whether the plan changes anything.
+    #[must_use]
+    pub fn has_changes(&self) -> bool {
+        self.summary.has_changes()
+    }
+
+    /// Whether applying it removes, downgrades or replaces something.
+    #[must_use]
+    pub fn is_destructive(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|change| change.kind.is_destructive())
+    }
+}
+
+/// Everything a plan was computed from, kept to apply it.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The plan.
+    pub plan: Plan,
+    /// The elements to build.
+    pub desired: Vec<Desired>,
+    /// The current generation.
+    pub current: Current,
+}
+
+/// Compares the locked desired state with the current generation, checking collisions.
+pub fn make_plan(
+    profile: &Profile,
+    spec_file: &SpecFile,
+    sources: &Sources,
+    locked: &Locked,
+    store_dir: &StoreDir,
+) -> Result<Planned, DeclarativeError> {
+    let current = current_generation(profile)?;
+    let desired = desired_elements(spec_file.spec(), sources, &locked.lockfile, store_dir);
+    let desired_sides: Vec<Side> = desired
+        .iter()
+        .map(|wanted| Side {
+            id: Some(wanted.id.clone()),
+            attr_path: wanted.attr_path.clone(),
+            element: wanted.element.clone(),
+        })
+        .collect();
+    let current_sides = current.elements.clone();
+    let diff = diff::diff(&current_sides, &desired_sides);
+    let summary = Summary::of(&diff);
+    if summary.has_changes() {
+        check_collisions(&desired)?;
+    }
+    let plan = Plan {
+        schema: SchemaVersion {
+            version: PLAN_SCHEMA_VERSION,
+        },
+        profile: profile.path().to_string_lossy().into_owned(),
+        generation: current.generation,
+        base: PlanBase {
+            profile_link: current.link_text.clone(),
+            spec_path: spec_file.path.to_string_lossy().into_owned(),
+            spec_hash: content_digest(spec_file.text.as_bytes()),
+            lock_hash: content_digest(locked.text.as_bytes()),
+        },
+        changes: diff.changes,
+        summary,
+        held_back: locked.held_back.clone(),
+    };
+    Ok(Planned {
+        plan,
+        desired,
+        current,
+    })
+}
+
+/// Lays out the desired environment from the trees available now (package trees in sources,
+/// store paths on disk), so a collision is reported before anything is built.
+fn check_collisions(desired: &[Desired]) -> Result<(), DeclarativeError> {
+    let mut elements = Vec::new();
+    let mut owners: Vec<(String, String)> = Vec::new();
+    for wanted in desired {
+        let mut element = wanted.element.clone();
+        for (output, path) in &mut element.outputs {
+            if let Some((_, Some(tree))) = wanted.outputs.get(output)
+                && std::fs::symlink_metadata(&*path).is_err()
+            {
+                *path = tree.to_string_lossy().into_owned();
+            }
+            if std::fs::symlink_metadata(&*path).is_ok() {
+                owners.push((path.clone(), wanted.id.clone()));
+            }
+        }
+        element
+            .outputs
+            .retain(|_, path| std::fs::symlink_metadata(path).is_ok());
+        elements.push(element);
+    }
+    let packages = packages_of(&elements)?;
+    let mut warnings = Vec::new();
+    let trees = collect_trees(&packages, &mut warnings)?;
+    match layout::layout(&packages, &trees, "/declenv-plan") {
+        Ok(_) | Err(LayoutError::MissingPackage { .. }) => Ok(()),
+        Err(LayoutError::SamePriority {
+            source_path,
+            existing_target,
+            priority,
+            path,
+        }) => {
+            let owner = |file: &str| {
+                owners
+                    .iter()
+                    .filter(|(root, _)| file == root || file.starts_with(&format!("{root}/")))
+                    .max_by_key(|(root, _)| root.len())
+                    .map(|(_, id)| id.clone())
+            };
+            let first = owner(&existing_target);
+            let second = owner(&source_path);
+            Err(DeclarativeError::Collision {
+                first: first.clone().unwrap_or(existing_target),
+                second: second.clone().unwrap_or(source_path),
+                file: path.to_string(),
+                priority,
+                ids: first.zip(second),
+            })
+        }
+        Err(error) => Err(DeclarativeError::Layout(Box::new(error))),
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The generation the profile now points at.
+    pub generation: CreatedGeneration,
+    /// What the builder skipped.
+    pub warnings: Vec<String>,
+}
+
+/// Where an apply acts.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The store packages and the environment go to.
+    pub store: &'a EmbeddedStore,
+    /// The profile that gets the new generation.
+    pub profile: &'a Profile,
+    /// A directory on the store's filesystem for temporary trees.
+    pub scratch: &'a Path,
+}
+
+/// Realises the desired packages, builds one environment and switches the profile to it as a
+/// new generation, refusing if the profile moved since `planned` was made.
+pub fn apply(
+    target: Target<'_>,
+    spec_file: &SpecFile,
+    locked: &Locked,
+    planned: &Planned,
+    progress: &mut dyn FnMut(&str),
+    report: &mut dyn FnMut(&ProfileMessage),
+) -> Result<Applied, DeclarativeError> {
+    let Target {
+        store,
+        profile,
+        scratch,
+    } = target;
+    let mut elements = Vec::new();
+    let mut ids = BTreeMap::new();
+    for wanted in &planned.desired {
+        progress(&wanted.element.name);
+        for (output, (expected, tree)) in &wanted.outputs {
+            match tree {
+                Some(tree) => {
+                    let added = store
+                        .add_tree(tree, &output_store_name(&wanted.element.name, output))
+                        .map_err(|source| DeclarativeError::Store {
+                            id: wanted.id.clone(),
+                            source: Box::new(source),
+                        })?
+                        .to_string();
+                    if &added != expected {
+                        return Err(DeclarativeError::ContentChanged {
+                            id: wanted.id.clone(),
+                            output: output.clone(),
+                            expected: expected.clone(),
+                            found: added,
+                        });
+                    }
+                }
+                None => {
+                    if std::fs::symlink_metadata(expected).is_err() {
+                        return Err(DeclarativeError::Unavailable {
+                            id: wanted.id.clone(),
+                            path: expected.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        ids.insert(wanted.element.out_path.clone(), wanted.id.clone());
+        elements.push(wanted.element.clone());
+    }
+    let built = build_environment(store, &elements, scratch)?;
+    let token = planned
+        .current
+        .token
+        .clone()
+        .unwrap_or(profile.read_token()?);
+    let generation = profile.commit(
+        &token,
+        Path::new(&built.path.to_string()),
+        &Provenance {
+            command: std::env::args().collect(),
+            declarative: Some(DeclarativeRecord {
+                spec_path: spec_file.path.to_string_lossy().into_owned(),
+                spec: spec_file.text.clone(),
+                lock: locked.text.clone(),
+                ids,
+            }),
+        },
+        LockOptions::default(),
+        report,
+    )?;
+    Ok(Applied {
+        generation,
+        warnings: built.warnings,
+    })
+}
+
+/// Checks that a saved plan still describes the state on disk.
+pub fn check_saved_plan(
+    saved: &Plan,
+    saved_path: &Path,
+    fresh: &Plan,
+) -> Result<(), DeclarativeError> {
+    let stale = |reason: String| DeclarativeError::StalePlan {
+        path: saved_path.to_owned(),
+        reason,
+    };
+    if saved.schema.version != PLAN_SCHEMA_VERSION {
+        return Err(stale(format!(
+            "it has schema version {}; this declenv applies version {PLAN_SCHEMA_VERSION}",
+            saved.schema.version
+        )));
+    }
+    if saved.profile != fresh.profile {
+        return Err(stale(format!(
+            "it is for profile `{}`, not `{}`",
+            saved.profile, fresh.profile
+        )));
+    }
+    if saved.base.profile_link != fresh.base.profile_link {
+        let describe = |generation: Option<u32>| {
+            generation.map_or_else(
+                || "no generation".to_owned(),
+                |number| format!("generation {number}"),
+            )
+        };
+        return Err(stale(format!(
+            "the profile moved from {} to {}",
+            describe(saved.generation),
+            describe(fresh.generation)
+        )));
+    }
+    if saved.base.spec_path != fresh.base.spec_path || saved.base.spec_hash != fresh.base.spec_hash
+    {
+        return Err(stale(format!(
+            "the spec `{}` changed",
+            fresh.base.spec_path
+        )));
+    }
+    if saved.base.lock_hash != fresh.base.lock_hash {
+        return Err(stale("the lockfile changed".to_owned()));
+    }
+    if saved.changes != fresh.changes {
+        return Err(stale(
+            "the sources changed what the lockfile resolves to".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Elements of a generation, with ids from its record when declenv made it.
+pub fn generation_sides(profile: &Profile, number: u32) -> Result<Vec<Side>, DeclarativeError> {
+    let generations = profile.generations_unlocked()?;
+    let entry = generations
+        .entries
+        .iter()
+        .rev()
+        .find(|entry| entry.number == number)
+        .ok_or_else(|| DeclarativeError::NoGeneration {
+            profile: profile.path().to_owned(),
+            number,
+        })?;
+    let record = profile
+        .read_metadata(entry)?
+        .and_then(|metadata| metadata.declarative);
+    let manifest_path = profile
+        .directory()
+        .join(&entry.file_name)
+        .join("manifest.nix");
+    read_sides(&manifest_path, record.as_ref())
+}
+
+/// The elements of the environment whose manifest is at `manifest_path`, with the ids and
+/// attribute paths its record gives.
+fn read_sides(
+    manifest_path: &Path,
+    record: Option<&DeclarativeRecord>,
+) -> Result<Vec<Side>, DeclarativeError> {
+    let manifest_error = |source: ManifestReadError| DeclarativeError::Manifest {
+        path: manifest_path.to_owned(),
+        source,
+    };
+    let elements = match std::fs::read_to_string(manifest_path) {
+        Ok(text) => manifest::parse(&text).map_err(|error| manifest_error(error.into()))?,
+        // An environment without a manifest (an empty or foreign one) holds nothing we know.
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(manifest_error(error.into())),
+    };
+    let old_lock =
+        record.and_then(|record| lockfile::parse(&record.lock, Path::new(&record.spec_path)).ok());
+    Ok(elements
+        .into_iter()
+        .map(|element| {
+            let id = record.and_then(|record| record.ids.get(&element.out_path).cloned());
+            let attr_path = id
+                .as_ref()
+                .and_then(|id| old_lock.as_ref()?.packages.get(id)?.attr_path.clone());
+            Side {
+                id,
+                attr_path,
+                element,
+            }
+        })
+        .collect())
+}
+
+/// Whether a selection is by store path (no source involved).
+#[must_use]
+pub fn is_store_path(selection: &Selection) -> bool {
+    matches!(selection, Selection::StorePath(_))
+}
