@@ -1,4 +1,4 @@
-//! The README's two commands hold: the main job runs on the embedded demo, and `.ci/run` calls
+//! The README's two commands hold: the main job applies the example profile, and `.ci/run` calls
 //! the test command the README gives.
 
 use std::path::Path;
@@ -33,32 +33,43 @@ fn quick_start_commands() -> Vec<String> {
     commands
 }
 
+/// Runs the main job as a shell would, with `cargo run --release --` standing for the binary
+/// this test was built with.
 #[test]
-fn main_job_command_runs_on_the_demo_channel() {
+fn main_job_command_applies_the_example_profile() {
     let commands = quick_start_commands();
     assert_eq!(commands.len(), 2, "{commands:?}");
     let main_job = &commands[0];
     let arguments = main_job
         .strip_prefix("cargo run --release -- ")
         .expect("the main job runs the binary through cargo");
-    let root = tempfile::tempdir().expect("tempdir");
-    let output = Command::new(env!("CARGO_BIN_EXE_declenv"))
-        .args(arguments.split_whitespace())
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/profile.lock");
+    let lock_before = fs_err::read(&lock).expect("examples/profile.lock");
+    // `mktemp -d` makes the root under TMPDIR; point it at a directory that is cleaned up.
+    let temporary = tempfile::tempdir().expect("tempdir");
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!("\"$DECLENV\" {arguments}"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("DECLENV_ROOT", root.path())
+        .env("DECLENV", env!("CARGO_BIN_EXE_declenv"))
+        .env("TMPDIR", temporary.path())
         .env("NO_COLOR", "1")
         .output()
-        .expect("declenv runs");
+        .expect("sh runs");
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8(output.stdout).expect("utf-8");
-    assert!(
-        stdout.lines().any(|line| line.starts_with("hello ")),
-        "{stdout}"
-    );
+    let commands_line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("bin/: "))
+        .unwrap_or_else(|| panic!("no bin/ line in {stdout}"));
+    assert_eq!(commands_line, "busybox cowsay hello jq which");
+    assert!(stdout.contains("+ hello-2.12.1 (hello)"), "{stdout}");
+    // `--frozen`: the committed lockfile is used as is, never rewritten.
+    assert_eq!(fs_err::read(&lock).expect("lockfile"), lock_before);
 }
 
 #[test]

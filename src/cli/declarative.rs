@@ -132,6 +132,12 @@ pub(crate) enum SchemaKind {
     Lock,
     /// plan JSON (`declenv plan --json`, saved plans)
     Plan,
+    /// `declenv lock --json`
+    LockReport,
+    /// `declenv apply --json`
+    ApplyReport,
+    /// `declenv diff --json`
+    DiffReport,
 }
 
 /// Arguments of `declenv schema`.
@@ -149,6 +155,9 @@ pub fn schema_json(kind: SchemaKind) -> String {
         SchemaKind::Profile => schemars::schema_for!(SpecDocument),
         SchemaKind::Lock => schemars::schema_for!(Lockfile),
         SchemaKind::Plan => schemars::schema_for!(Plan),
+        SchemaKind::LockReport => schemars::schema_for!(LockJson<'static>),
+        SchemaKind::ApplyReport => schemars::schema_for!(ApplyJson<'static>),
+        SchemaKind::DiffReport => schemars::schema_for!(DiffJson<'static>),
     };
     let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
     text.push('\n');
@@ -204,14 +213,23 @@ fn lock_spec(
     Ok((spec_file, sources, locked))
 }
 
-#[derive(Serialize)]
+/// What `declenv lock --json` prints.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(title = "declenv lock report")]
 struct LockJson<'a> {
+    /// The format version of this JSON, 1.
     schema: SchemaVersion,
+    /// The lockfile's path.
     lockfile: String,
+    /// Whether the lockfile on disk already had this content.
     up_to_date: bool,
+    /// Whether it was written.
     written: bool,
+    /// Ids locked afresh or changed.
     relocked: &'a [String],
+    /// Ids no longer in the spec, dropped from the lockfile.
     dropped: &'a [String],
+    /// Packages held back from newer versions, and why.
     held_back: &'a [HeldBack],
 }
 
@@ -493,12 +511,19 @@ pub(crate) fn plan(
     })
 }
 
-#[derive(Serialize)]
+/// What `declenv apply --json` prints.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(title = "declenv apply report")]
 struct ApplyJson<'a> {
+    /// The format version of this JSON, 1.
     schema: SchemaVersion,
+    /// The plan that was applied.
     plan: &'a Plan,
+    /// The generation the profile points at now (absent: it has none).
     generation: Option<u32>,
+    /// Whether that generation already existed (nothing changed).
     reused: bool,
+    /// What the environment builder skipped.
     warnings: &'a [String],
 }
 
@@ -640,22 +665,45 @@ pub(crate) fn apply(
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
         eprintln!(
-            "{} generation {} is now current ({})",
+            "{} generation {} is now current",
             "applied:".green().bold(),
             applied.generation.number,
-            summary_line(&plan.summary).trim_end_matches('.')
         );
+        print_commands(&profile);
     }
     Ok(Outcome::Success)
 }
 
-#[derive(Serialize)]
+/// Lists the commands the profile's `bin/` now offers: what the user came for.
+fn print_commands(profile: &Profile) {
+    let Ok(entries) = std::fs::read_dir(profile.path().join("bin")) else {
+        return;
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    if !names.is_empty() {
+        println!("{} {}", "bin/:".bold(), names.join(" "));
+    }
+}
+
+/// What `declenv diff --json` prints.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(title = "declenv diff report")]
 struct DiffJson<'a> {
+    /// The format version of this JSON, 1.
     schema: SchemaVersion,
+    /// The profile.
     profile: String,
+    /// The older generation.
     from: u32,
+    /// The newer generation.
     to: u32,
+    /// What changed from the older to the newer.
     changes: &'a [Change],
+    /// Counts.
     summary: Summary,
 }
 
