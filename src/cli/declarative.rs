@@ -203,14 +203,32 @@ fn lock_spec(
     let spec_file = read_spec(settings)?;
     let existing = LockFile::read(&spec_file.path)?;
     let sources = declarative::load_sources(spec_file.spec(), &settings.catalog_cache())?;
-    let locked = declarative::lock(&spec_file, &sources, &existing, options, mode)?;
+    // Resolved in memory: the caller writes it with `save_lock` once what it built on the
+    // lockfile succeeded, so an error (a collision, say) leaves the file as it was.
+    let in_memory = if mode == LockMode::Update {
+        LockMode::InMemory
+    } else {
+        mode
+    };
+    let locked = declarative::lock(&spec_file, &sources, &existing, options, in_memory)?;
+    Ok((spec_file, sources, locked))
+}
+
+/// Writes the lockfile [`lock_spec`] resolved, if its content changed; never under `--locked`
+/// or `--frozen`, which do not change it.
+fn save_lock(spec_file: &SpecFile, locked: &mut Locked, mode: LockMode) -> anyhow::Result<()> {
+    if mode != LockMode::Update {
+        return Ok(());
+    }
+    let path = declarative::lock_path_for(&spec_file.path);
+    declarative::write_lockfile(locked, &path)?;
     if locked.written {
         eprintln!(
             "{}",
-            format!("updated lockfile `{}`", existing.path.display()).dimmed()
+            format!("updated lockfile `{}`", path.display()).dimmed()
         );
     }
-    Ok((spec_file, sources, locked))
+    Ok(())
 }
 
 /// What `declenv lock --json` prints.
@@ -481,14 +499,16 @@ pub(crate) fn plan(
     args: &PlanArgs,
 ) -> anyhow::Result<Outcome> {
     let profile = open_profile(settings)?;
-    let store = store_dir(settings)?;
-    let (spec_file, sources, locked) = lock_spec(
+    let (spec_file, sources, mut locked) = lock_spec(
         settings,
         &resolve_options(Update::Nothing, false),
         lock_args.mode(),
     )?;
+    // Opened (and created on a fresh root) only once the spec and the lockfile read well.
+    let store = store_dir(settings)?;
     let planned =
         declarative::make_plan(&profile, &spec_file, &sources, &locked, store.store_dir())?;
+    save_lock(&spec_file, &mut locked, lock_args.mode())?;
     if let Some(out) = &args.out {
         let mut text = serde_json::to_string_pretty(&planned.plan)?;
         text.push('\n');
@@ -508,6 +528,39 @@ pub(crate) fn plan(
         Outcome::Changes
     } else {
         Outcome::Success
+    })
+}
+
+/// Under a saved plan the lockfile is frozen, so a spec it no longer covers fails as a stale
+/// lockfile with a hint about `--frozen`, which the user never passed. Say instead that the
+/// plan is out of date, and whether the spec or the lockfile moved under it.
+fn saved_plan_error(
+    error: anyhow::Error,
+    saved: Option<&(PathBuf, Plan)>,
+    settings: &Settings,
+) -> anyhow::Error {
+    let Some((path, saved)) = saved else {
+        return error;
+    };
+    if !matches!(
+        error.downcast_ref::<declarative::DeclarativeError>(),
+        Some(declarative::DeclarativeError::Stale { .. })
+    ) {
+        return error;
+    }
+    let spec_path = settings.spec_path().ok();
+    let spec_changed = spec_path.as_ref().is_some_and(|spec_path| {
+        spec_path.to_string_lossy() != saved.base.spec_path
+            || !std::fs::read(spec_path)
+                .is_ok_and(|bytes| declarative::content_digest(&bytes) == saved.base.spec_hash)
+    });
+    let reason = match spec_path {
+        Some(spec_path) if spec_changed => format!("the spec `{}` changed", spec_path.display()),
+        _ => "the lockfile changed".to_owned(),
+    };
+    anyhow::Error::new(declarative::DeclarativeError::StalePlan {
+        path: path.clone(),
+        reason,
     })
 }
 
@@ -560,7 +613,6 @@ pub(crate) fn apply(
     args: &ApplyArgs,
 ) -> anyhow::Result<Outcome> {
     let profile = open_profile(settings)?;
-    let store = store_dir(settings)?;
     // A saved plan pins the lockfile: nothing may be re-locked under it.
     let mode = if args.plan.is_some() {
         LockMode::Frozen
@@ -580,8 +632,11 @@ pub(crate) fn apply(
             Some((path.clone(), saved))
         }
     };
-    let (spec_file, sources, locked) =
-        lock_spec(settings, &resolve_options(Update::Nothing, false), mode)?;
+    let (spec_file, sources, mut locked) =
+        lock_spec(settings, &resolve_options(Update::Nothing, false), mode)
+            .map_err(|error| saved_plan_error(error, saved.as_ref(), settings))?;
+    // Opened (and created on a fresh root) only once the spec and the lockfile read well.
+    let store = store_dir(settings)?;
     let planned =
         declarative::make_plan(&profile, &spec_file, &sources, &locked, store.store_dir())?;
     if let Some((path, saved)) = &saved {
@@ -611,6 +666,7 @@ pub(crate) fn apply(
                 }
             }
         }
+        save_lock(&spec_file, &mut locked, mode)?;
         return Ok(Outcome::Success);
     }
     if !args.json {
@@ -651,6 +707,7 @@ pub(crate) fn apply(
     );
     progress.finish_and_clear();
     let applied = applied?;
+    save_lock(&spec_file, &mut locked, mode)?;
     for warning in &applied.warnings {
         eprintln!("{} {warning}", "warning:".yellow().bold());
     }
@@ -820,12 +877,30 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
                 hint: "for example `--source nixpkgs=./channel`".to_owned(),
             }));
         };
-        let kind = if Path::new(path).is_dir() {
+        // PATH is relative to the working directory, but the spec reads its paths relative to
+        // its own directory: write it as the spec must read it.
+        let absolute = std::path::absolute(path)
+            .with_context(|| format!("cannot resolve source path `{path}`"))?;
+        if !absolute.exists() {
+            return Err(anyhow::Error::new(super::Hinted {
+                message: format!(
+                    "`--source {source}`: `{}` does not exist",
+                    absolute.display()
+                ),
+                hint: "name a channel directory or a catalog JSON file".to_owned(),
+            }));
+        }
+        let kind = if absolute.is_dir() {
             "channel"
         } else {
             "catalog"
         };
-        sources.push((name.to_owned(), kind, path.to_owned()));
+        let spec_directory = spec_path.parent().unwrap_or(Path::new("/"));
+        sources.push((
+            name.to_owned(),
+            kind,
+            spec_relative_source(path, &absolute, spec_directory),
+        ));
     }
     let profile = open_profile(settings)?;
     // Editors find the schema through the spec's `#:schema` line; keep a copy under the root.
@@ -861,13 +936,15 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
             text: None,
             lockfile: Lockfile::default(),
         };
-        Some(declarative::lock(
+        let locked = declarative::lock(
             &spec_file,
             &sources,
             &empty,
             &resolve_options(Update::Nothing, false),
             LockMode::InMemory,
-        )?)
+        )?;
+        warn_unreproduced(settings, &profile, &spec_file, &sources, &locked);
+        Some(locked)
     } else {
         None
     };
@@ -888,6 +965,56 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
         eprintln!("wrote `{}`", lock_path.display());
     }
     Ok(Outcome::Success)
+}
+
+/// `init --from-current`: names what applying the new spec would change, when it cannot
+/// declare the generation exactly (a store path with several outputs installed, a source that
+/// ships other content under the same name, a priority the source's meta sets and the element
+/// lacks).
+fn warn_unreproduced(
+    settings: &Settings,
+    profile: &Profile,
+    spec_file: &SpecFile,
+    sources: &declarative::Sources,
+    locked: &Locked,
+) {
+    let Ok(store) = store_dir(settings) else {
+        return;
+    };
+    let Ok(planned) =
+        declarative::make_plan(profile, spec_file, sources, locked, store.store_dir())
+    else {
+        return;
+    };
+    if !planned.plan.has_changes() {
+        return;
+    }
+    eprintln!(
+        "{} the spec does not declare generation {} exactly; applying it would change:",
+        "warning:".yellow().bold(),
+        planned.plan.generation.unwrap_or_default()
+    );
+    for change in &planned.plan.changes {
+        eprintln!("{}", change_line(change));
+    }
+}
+
+/// The path to write in the spec for `--source NAME=PATH`: as given when absolute; relative to
+/// the spec's directory when PATH (relative to the working directory) lies under it, so that
+/// dotfiles move with their channels; otherwise absolute (a `..` could cross a symlink).
+fn spec_relative_source(given: &str, absolute: &Path, spec_directory: &Path) -> String {
+    if Path::new(given).is_absolute() {
+        return given.to_owned();
+    }
+    let inside = absolute.strip_prefix(spec_directory).ok().filter(|rest| {
+        rest.components()
+            .all(|component| matches!(component, std::path::Component::Normal(_)))
+    });
+    match inside.and_then(Path::to_str) {
+        Some("") => ".".to_owned(),
+        Some(relative) => relative.to_owned(),
+        None => absolute.to_string_lossy().into_owned(),
+    }
 }
 
 /// Before a switch with `--restore-spec`: the target generation must carry its spec, so the
@@ -929,4 +1056,29 @@ pub(crate) fn check_restorable(settings: &Settings, target: Option<u64>) -> anyh
         }));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spec_relative_source;
+    use std::path::Path;
+
+    #[test]
+    fn init_sources_are_written_as_the_spec_reads_them() {
+        let spec_directory = Path::new("/home/u/dotfiles");
+        let written = |given: &str, absolute: &str| {
+            spec_relative_source(given, Path::new(absolute), spec_directory)
+        };
+        assert_eq!(written("/srv/channel", "/srv/channel"), "/srv/channel");
+        assert_eq!(
+            written("dotfiles/channel", "/home/u/dotfiles/channel"),
+            "channel"
+        );
+        assert_eq!(written(".", "/home/u/dotfiles"), ".");
+        assert_eq!(written("channel", "/home/u/channel"), "/home/u/channel");
+        assert_eq!(
+            written("dotfiles/../channel", "/home/u/dotfiles/../channel"),
+            "/home/u/dotfiles/../channel"
+        );
+    }
 }

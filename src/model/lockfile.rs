@@ -170,10 +170,12 @@ impl LockfileError {
 
 /// Parses the lockfile at `path`.
 pub fn parse(text: &str, path: &Path) -> Result<Lockfile, LockfileError> {
+    // serde_json counts columns from 0 at the start of a line (an error right after a newline,
+    // at the end of the text); every other location declenv prints counts from 1.
     let invalid = |line: usize, column: usize, message: String| LockfileError::Invalid {
         path: path.to_owned(),
         line,
-        column,
+        column: column.max(1),
         message,
     };
     let value: serde_json::Value = serde_json::from_str(text)
@@ -294,6 +296,11 @@ mod tests {
             panic!("{error}");
         };
         assert_eq!(line, 3);
+        let error = parse("\n", Path::new("p.lock")).unwrap_err();
+        assert!(
+            error.to_string().contains("at line 2, column 1: EOF"),
+            "{error}"
+        );
         let error = parse("{\"version\": 1, \"extra\": 1}", Path::new("p.lock")).unwrap_err();
         assert!(
             error.to_string().contains("unknown field `extra`"),

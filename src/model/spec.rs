@@ -152,6 +152,12 @@ pub struct Spec {
     pub packages: Vec<PackageRequest>,
 }
 
+/// The hint for text that is not TOML.
+const SYNTAX_HINT: &str = "fix the TOML syntax there (https://toml.io describes it)";
+
+/// The hint for TOML that is not a spec (a value of the wrong type, say).
+const SCHEMA_HINT: &str = "`declenv schema profile` prints every key and its type";
+
 /// A key declenv does not know, reported with its location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecWarning {
@@ -227,18 +233,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
             hint,
         }
     };
-    let deserializer = toml::de::Deserializer::parse(text)
-        .map_err(|error| located(error.span(), error.message().trim().to_owned(), None))?;
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|error| {
+        located(
+            error.span(),
+            error.message().trim().to_owned(),
+            Some(SYNTAX_HINT.to_owned()),
+        )
+    })?;
     let mut unknown = Vec::new();
     let document: SpecDocument = serde_ignored::deserialize(deserializer, |key| {
         unknown.push(key.to_string());
     })
     .map_err(|error| {
-        let hint = error
-            .message()
-            .contains("missing field `version`")
-            .then(|| format!("start the file with `version = {SPEC_VERSION}`"));
-        located(error.span(), error.message().trim().to_owned(), hint)
+        let hint = if error.message().contains("missing field `version`") {
+            format!("start the file with `version = {SPEC_VERSION}`")
+        } else {
+            SCHEMA_HINT.to_owned()
+        };
+        located(error.span(), error.message().trim().to_owned(), Some(hint))
     })?;
     // The serde pass accepted the text, so the span-keeping parse does too.
     let spans = toml_edit::Document::parse(text).ok();
@@ -329,7 +341,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
                 return Err(located(
                     field(key),
                     format!("package `{id}` has an empty `{key}`"),
-                    None,
+                    Some(format!("give `{key}` a value, or remove it")),
                 ));
             }
         }
@@ -338,7 +350,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
                 return Err(located(
                     field("store-path"),
                     format!("package `{id}`: `store-path` must be absolute, not `{store_path}`"),
-                    None,
+                    Some("write the whole path, such as `/nix/store/…-hello-2.12.1`".to_owned()),
                 ));
             }
             if package.source.is_some() || package.version.is_some() {
@@ -349,7 +361,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
                         "version"
                     }),
                     format!("package `{id}` is a store path; `source` and `version` do not apply"),
-                    None,
+                    Some(
+                        "remove them, or select the package with `attr` or `name` instead"
+                            .to_owned(),
+                    ),
                 ));
             }
         }
@@ -605,5 +620,7 @@ store-path = "/nix/store/aaaa-tool-1.0"
         let error = parse_text(text).unwrap_err();
         assert_eq!((error.line, error.column), (line, column), "{error}");
         assert!(error.message.contains(message), "{error}");
+        // Every error says what to do about it.
+        assert!(error.hint.is_some(), "{error} has no hint");
     }
 }

@@ -278,9 +278,7 @@ fn keep_if_satisfied(
     let mut kept = locked.clone();
     if locked.entry_hash != request.entry_hash {
         // The outputs to install may have changed; the package itself has not.
-        let entry = catalog
-            .by_attr_path(source, attr_path)
-            .filter(|entry| entry.name() == locked.name);
+        let entry = locked_entry(catalog, source, locked);
         kept.install = match (&request.outputs, entry) {
             (Some(outputs), _) => {
                 for output in outputs {
@@ -301,6 +299,30 @@ fn keep_if_satisfied(
         kept.entry_hash.clone_from(&request.entry_hash);
     }
     Ok(Some(kept))
+}
+
+/// The catalog entry a lock names, in the source at index `source`: the one under its attribute
+/// path or, when a source update moved it (nixpkgs moves `which` to `which_2_21` when 2.22
+/// arrives), one of the same full name in that source. Whoever uses its tree checks it against
+/// the locked hash.
+#[must_use]
+pub fn locked_entry<'a>(
+    catalog: &'a Catalog,
+    source: usize,
+    locked: &LockedPackage,
+) -> Option<EntryRef<'a>> {
+    locked
+        .attr_path
+        .as_deref()
+        .and_then(|attr_path| catalog.by_attr_path(source, attr_path))
+        .filter(|entry| entry.name() == locked.name)
+        .or_else(|| {
+            catalog
+                .by_package_name(locked.package_name())
+                .iter()
+                .map(|&index| catalog.get(index))
+                .find(|entry| entry.source() == source && entry.name() == locked.name)
+        })
 }
 
 /// The outputs to install: the entry's own list, else `meta.outputsToInstall`, else `out` (or
@@ -731,6 +753,26 @@ mod tests {
             chosen_names(&original, &previous, Update::All),
             ["hello-2.12"]
         );
+    }
+
+    #[test]
+    fn a_flag_edit_keeps_a_lock_whose_attribute_the_source_moved() {
+        // Locked when `hello` was 2.10; the source has since moved 2.10 to `hello_2_10`.
+        let original = spec("[packages.hello]\nattr = \"hello\"\nsource = \"a\"\nkeep = true\n");
+        let mut previous = Lockfile::default();
+        previous.packages.insert(
+            "hello".to_owned(),
+            locked(&original, "hello", "a", "hello", "hello-2.10"),
+        );
+        let edited =
+            spec("[packages.hello]\nattr = \"hello\"\nsource = \"a\"\nkeep = true\npriority = 3\n");
+        assert_eq!(
+            chosen_names(&edited, &previous, Update::Nothing),
+            ["kept hello-2.10"]
+        );
+        let catalog = catalog();
+        let entry = locked_entry(&catalog, 0, &previous.packages["hello"]).unwrap();
+        assert_eq!(entry.attr_path(), "hello_2_10");
     }
 
     #[test]

@@ -510,6 +510,24 @@ pub fn lock(
     })
 }
 
+/// Writes a lockfile that [`lock`] resolved in [`LockMode::InMemory`], if its content differs
+/// from the file on disk, and records that it did. `plan` and `apply` lock in memory and write
+/// only once the plan built on the lockfile succeeded, so an error (a collision, say) leaves
+/// the lockfile as it was.
+pub fn write_lockfile(locked: &mut Locked, path: &Path) -> Result<(), DeclarativeError> {
+    if locked.changed && !locked.written {
+        crate::fs::write_atomic(path, locked.text.as_bytes()).map_err(|source| {
+            DeclarativeError::LockfileIo {
+                action: "write",
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        locked.written = true;
+    }
+    Ok(())
+}
+
 fn quoted(ids: &[String]) -> String {
     ids.iter()
         .map(|id| format!("`{id}`"))
@@ -705,10 +723,10 @@ pub fn desired_elements(
             .source
             .as_ref()
             .and_then(|name| spec.sources.iter().position(|source| &source.id == name));
+        // Also when a source update moved it to another attribute path: its tree (checked
+        // against the locked hash when added) and its meta are still there.
         let entry = source_index
-            .zip(package.attr_path.as_ref())
-            .and_then(|(source, attr_path)| sources.catalog.by_attr_path(source, attr_path))
-            .filter(|entry| entry.name() == package.name)
+            .and_then(|source| resolve::locked_entry(&sources.catalog, source, package))
             .and_then(|entry| entry.to_entry());
         let mut outputs = BTreeMap::new();
         for (output, locked) in &package.outputs {

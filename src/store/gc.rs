@@ -142,8 +142,27 @@ pub fn find_roots(
     Ok(roots)
 }
 
+/// Whether Nix keeps its database under the root (`nix-env`, `nix-store --add` pointed at it):
+/// then Nix manages this store too, and an entry declenv did not register may be Nix's (a
+/// `nix-env` generation, the packages it links, `.links`), not a leftover of ours.
+fn shared_with_nix(root_directory: &Path) -> bool {
+    std::fs::symlink_metadata(root_directory.join("nix/var/nix/db")).is_ok()
+}
+
+/// A temporary entry of an add or delete of declenv's (never a store path, never Nix's).
+fn is_declenv_temporary(entry: &Path) -> bool {
+    entry
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| {
+            name.starts_with(super::tree::ADD_PREFIX)
+                || name.starts_with(super::tree::DELETE_PREFIX)
+        })
+}
+
 /// Collects garbage: every valid path no root reaches is deleted (referrers first), and
-/// unregistered leftovers older than [`LEFTOVER_MIN_AGE`] are removed. With `dry_run`, only
+/// unregistered leftovers older than [`LEFTOVER_MIN_AGE`] are removed (in a store shared with
+/// Nix, only declenv's own temporaries: the rest may be Nix's). With `dry_run`, only
 /// reports.
 pub fn collect(
     store: &EmbeddedStore,
@@ -169,7 +188,11 @@ pub fn collect(
     let mut leftovers = Vec::new();
     if !dry_run {
         store.delete_many(&collection.dead)?;
+        let shared = shared_with_nix(root_directory);
         for entry in store.verify_leftovers()? {
+            if shared && !is_declenv_temporary(&entry) {
+                continue;
+            }
             if store.remove_leftover(&entry, LEFTOVER_MIN_AGE)? {
                 leftovers.push(entry);
             }
@@ -182,4 +205,45 @@ pub fn collect(
         leftovers,
         stale_roots: roots.stale,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unregistered store-path-named entry and a declenv temporary, both old enough to be
+    /// leftovers; returns their paths.
+    fn aged_entries(root: &Path) -> (PathBuf, PathBuf) {
+        let store = root.join("nix/store");
+        let foreign = store.join("0c9b6rw4gqaz4kv8x7cpmbyh3jm0yd7q-user-environment");
+        let temporary = store.join(format!("{}crashed", super::super::tree::ADD_PREFIX));
+        let long_ago = filetime::FileTime::from_unix_time(1_700_000_000, 0);
+        for path in [&foreign, &temporary] {
+            std::fs::create_dir_all(path).expect("mkdir");
+            filetime::set_file_mtime(path, long_ago).expect("age");
+        }
+        (foreign, temporary)
+    }
+
+    #[test]
+    fn a_store_shared_with_nix_keeps_what_declenv_did_not_register() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(root.path()).expect("store");
+        std::fs::create_dir_all(root.path().join("nix/var/nix/db")).expect("mkdir db");
+        let (foreign, temporary) = aged_entries(root.path());
+        let report = collect(&store, root.path(), false).expect("gc");
+        assert!(foreign.exists(), "Nix's path was removed");
+        assert!(!temporary.exists());
+        assert_eq!(report.leftovers, [temporary]);
+    }
+
+    #[test]
+    fn a_store_of_its_own_loses_every_old_leftover() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(root.path()).expect("store");
+        let (foreign, temporary) = aged_entries(root.path());
+        let report = collect(&store, root.path(), false).expect("gc");
+        assert!(!foreign.exists() && !temporary.exists());
+        assert_eq!(report.leftovers.len(), 2);
+    }
 }
