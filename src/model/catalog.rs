@@ -267,6 +267,8 @@ pub struct Catalog {
     /// Built on first lookup: a regex query over a large catalog never needs them.
     by_attr_path: OnceLock<HashMap<(usize, String), usize>>,
     by_package_name: OnceLock<HashMap<String, Vec<usize>>>,
+    /// Distinct package names in byte order with their entries, for prefix lookups.
+    sorted_package_names: OnceLock<Vec<(String, Vec<usize>)>>,
 }
 
 impl Catalog {
@@ -356,6 +358,52 @@ impl Catalog {
             })
             .get(package_name)
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// Indices (in enumeration order) of the entries whose package name starts with `prefix`,
+    /// has `length` bytes (when given) and passes `keep`.
+    #[must_use]
+    pub fn by_package_name_prefix(
+        &self,
+        prefix: &str,
+        length: Option<usize>,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<usize> {
+        // Sorted by length, then bytes: a prefix is one contiguous run within each length.
+        let names = self.sorted_package_names.get_or_init(|| {
+            let _ = self.by_package_name("");
+            let mut names: Vec<(String, Vec<usize>)> = self
+                .by_package_name
+                .get()
+                .map(|index| {
+                    index
+                        .iter()
+                        .map(|(name, entries)| (name.clone(), entries.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort_unstable_by(|a, b| (a.0.len(), &a.0).cmp(&(b.0.len(), &b.0)));
+            names
+        });
+        let longest = names.last().map_or(0, |(name, _)| name.len());
+        let lengths = match length {
+            Some(length) => length..=length,
+            None => prefix.len()..=longest,
+        };
+        let mut indices = Vec::new();
+        for length in lengths {
+            let start =
+                names.partition_point(|(name, _)| (name.len(), name.as_str()) < (length, prefix));
+            indices.extend(
+                names[start..]
+                    .iter()
+                    .take_while(|(name, _)| name.len() == length && name.starts_with(prefix))
+                    .filter(|(name, _)| keep(name))
+                    .flat_map(|(_, entries)| entries.iter().copied()),
+            );
+        }
+        indices.sort_unstable();
+        indices
     }
 
     /// Number of sources.
@@ -604,6 +652,33 @@ mod tests {
         assert_eq!(names, ["foo-1", "zed-1", "foo-2"]);
         assert_eq!(catalog.len(), 3);
         assert_eq!(catalog.by_package_name("foo"), &[0, 2]);
+        assert_eq!(
+            catalog.by_package_name_prefix("fo", None, |_| true),
+            &[0, 2]
+        );
+        assert_eq!(
+            catalog.by_package_name_prefix("fo", Some(3), |_| true),
+            &[0, 2]
+        );
+        assert!(
+            catalog
+                .by_package_name_prefix("fo", Some(4), |_| true)
+                .is_empty()
+        );
+        assert_eq!(
+            catalog.by_package_name_prefix("", None, |_| true),
+            (0..catalog.len()).collect::<Vec<_>>()
+        );
+        assert!(
+            catalog
+                .by_package_name_prefix("fo", None, |_| false)
+                .is_empty()
+        );
+        assert!(
+            catalog
+                .by_package_name_prefix("zz", None, |_| true)
+                .is_empty()
+        );
         assert_eq!(
             catalog.by_attr_path(1, "alpha").map(|e| e.name()),
             Some("foo-2")

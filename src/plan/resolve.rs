@@ -378,6 +378,43 @@ fn literal_name(raw: &str) -> Option<&str> {
     .then_some(name)
 }
 
+/// A prefix every name a selector's name part matches must start with: the literal characters
+/// before its first regex operator (minus the last one when that operator can make it optional),
+/// or nothing when the pattern may alternate. Only narrows the candidates; the selector still
+/// decides.
+fn required_prefix(name_part: &str) -> &str {
+    if name_part.contains('|') {
+        return "";
+    }
+    let end = name_part
+        .find(|character: char| ".[]()*+?{}|^$\\".contains(character))
+        .unwrap_or(name_part.len());
+    let optional = name_part[end..].starts_with(['*', '?', '{']);
+    let mut prefix = &name_part[..end];
+    if optional {
+        prefix = prefix
+            .char_indices()
+            .last()
+            .map_or("", |(position, _)| &prefix[..position]);
+    }
+    prefix
+}
+
+/// Whether a pattern's only regex operator is `.`: then it matches exactly the names of its
+/// length in bytes (Nix's regexes see bytes) that agree on every other byte.
+fn dots_only(name_part: &str) -> bool {
+    !name_part.contains(|character: char| "[]()*+?{}|^$\\".contains(character))
+}
+
+/// The match of a [`dots_only`] pattern, without the regex.
+fn dots_match(name_part: &str, name: &str) -> bool {
+    name_part.len() == name.len()
+        && name_part
+            .bytes()
+            .zip(name.bytes())
+            .all(|(wanted, found)| wanted == b'.' || wanted == found)
+}
+
 /// Entries of allowed sources matching the selection (before the version constraint).
 fn matching(catalog: &Catalog, request: &PackageRequest) -> Result<Vec<usize>, ResolveError> {
     match &request.selection {
@@ -400,7 +437,16 @@ fn matching(catalog: &Catalog, request: &PackageRequest) -> Result<Vec<usize>, R
             })?;
             let indices: Vec<usize> = match literal_name(raw) {
                 Some(name) => catalog.by_package_name(name).to_vec(),
-                None => (0..catalog.len()).collect(),
+                None => {
+                    let name_part = split_drv_name(raw).0;
+                    let length = dots_only(name_part).then_some(name_part.len());
+                    match required_prefix(name_part) {
+                        "" if length.is_none() => (0..catalog.len()).collect(),
+                        prefix => catalog.by_package_name_prefix(prefix, length, |name| {
+                            length.is_none() || dots_match(name_part, name)
+                        }),
+                    }
+                }
             };
             Ok(indices
                 .into_iter()
@@ -706,6 +752,53 @@ mod tests {
             content_hash: LockedPackage::content_hash_of(&outputs),
             outputs,
             install: vec!["out".to_owned()],
+        }
+    }
+
+    #[rstest::rstest]
+    #[case("python3.12", "python3")]
+    #[case("libstdc++6", "libstdc")]
+    #[case("ab*c", "a")]
+    #[case("ab?c", "a")]
+    #[case("ab{2}", "a")]
+    #[case("a|b", "")]
+    #[case("(ab)", "")]
+    #[case("^ab", "")]
+    #[case("a\\.b", "a")]
+    #[case("hello", "hello")]
+    fn required_prefixes_never_exclude_a_match(#[case] name_part: &str, #[case] prefix: &str) {
+        assert_eq!(required_prefix(name_part), prefix);
+    }
+
+    proptest::proptest! {
+        /// For patterns whose only operator is `.`, the byte comparison is the selector's match.
+        #[test]
+        fn dots_match_agrees_with_the_selector(
+            pattern in "[ab.+*é]{1,6}",
+            name in "[ab.+é]{0,8}",
+        ) {
+            if let Ok(selector) = Selector::new(&pattern)
+                && dots_only(&pattern)
+            {
+                proptest::prop_assert_eq!(
+                    dots_match(&pattern, &name),
+                    selector.matches_full_name(&name),
+                    "{} {}", pattern, name
+                );
+            }
+        }
+
+        /// Whatever a pattern matches starts with its required prefix.
+        #[test]
+        fn matches_start_with_the_required_prefix(
+            pattern in "[ab.+*?]{1,6}",
+            name in "[ab.+]{0,8}",
+        ) {
+            if let Ok(selector) = Selector::new(&pattern)
+                && selector.matches_full_name(&name)
+            {
+                proptest::prop_assert!(name.starts_with(required_prefix(&pattern)), "{pattern} {name}");
+            }
         }
     }
 
