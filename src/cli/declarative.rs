@@ -909,8 +909,7 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
         .join("nix/var/declenv/schema/profile.schema.json");
     let text = if args.from_current {
         let current = declarative::current_generation(&profile)?;
-        let spec_directory = spec_path.parent().unwrap_or(Path::new("/"));
-        let probe = crate::profile::init::probe_spec(&sources, spec_directory);
+        let probe = crate::profile::init::probe_spec(&sources);
         let catalog = if sources.is_empty() {
             declarative::Sources::default()
         } else {

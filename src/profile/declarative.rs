@@ -15,7 +15,7 @@ use crate::model::lockfile::{
     self, LockedOutput, LockedPackage, LockedSource, Lockfile, LockfileError,
 };
 use crate::model::manifest::{self, ManifestElement, ManifestError, NixValue};
-use crate::model::spec::{self, Parsed, Selection, SourceKind, Spec, SpecError};
+use crate::model::spec::{self, Parsed, SourceKind, Spec, SpecError};
 use crate::plan::diff::{self, Change, ChangeKind, Diff, Side};
 use crate::plan::layout::{self, LayoutError};
 use crate::plan::resolve::{self, Decision, HeldBack, ResolveError, ResolveOptions};
@@ -1270,10 +1270,4 @@ fn read_sides(
             }
         })
         .collect())
-}
-
-/// Whether a selection is by store path (no source involved).
-#[must_use]
-pub fn is_store_path(selection: &Selection) -> bool {
-    matches!(selection, Selection::StorePath(_))
 }

@@ -38,7 +38,7 @@ fn header(document: &mut DocumentMut, sources: &[SourceArg]) {
 
 /// A spec with only the sources (used to load them before the packages are known).
 #[must_use]
-pub fn probe_spec(sources: &[SourceArg], _directory: &Path) -> String {
+pub fn probe_spec(sources: &[SourceArg]) -> String {
     let mut document = DocumentMut::new();
     header(&mut document, sources);
     document.to_string()
