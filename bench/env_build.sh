@@ -185,8 +185,22 @@ tools=(declenv nix cp)
 # ---- runs ------------------------------------------------------------------
 printf 'round\ttool\twall_s\tmax_rss_kib\tuser_s\tsys_s\n' >"$out/runs.tsv"
 filesystem=$(df --output=fstype "$work" | tail -n1)
+if [[ $filesystem == ext4 ]]; then
+    # Whether the ext4 has a journal decides how much each sync costs (see "Filesystems"):
+    # the kernel lists the journals it runs under /proc/fs/jbd2.
+    device=$(findmnt -n -o SOURCE --target "$work" 2>/dev/null || true)
+    device=$(basename "$(realpath "$device" 2>/dev/null || echo "$device")")
+    if [[ -d /sys/fs/ext4/$device ]]; then
+        if compgen -G "/proc/fs/jbd2/$device-*" >/dev/null; then
+            filesystem="ext4 with a journal"
+        else
+            filesystem="ext4 without a journal"
+        fi
+    fi
+fi
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 say "$warmup + $runs rounds on $filesystem, ${settle} s settling before each run;" \
-    "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    "load: $load"
 for ((round = 1 - warmup; round <= runs; round++)); do
     for ((i = 0; i < ${#tools[@]}; i++)); do
         tool=${tools[(i + round + warmup - 1) % ${#tools[@]}]}
@@ -224,7 +238,8 @@ export trees_files=$(stats_field "$trees/trees.json" files)
 export trees_dirs=$(stats_field "$trees/trees.json" directories)
 export trees_links=$(stats_field "$trees/trees.json" symlinks)
 export environment=$(cat "$out/compare.txt")
-export settle runs filesystem packages=${#names[@]}
+export settle runs filesystem load packages=${#names[@]}
+export load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 - <<'PY' | tee "$out/results.md"
 import csv, os, statistics
 
@@ -249,7 +264,8 @@ stats = {tool: summary(tool) for tool in by_tool}
 nix = stats["nix"]["mean"]
 print(f"{e['packages']} packages: {e['trees_files']} files, {e['trees_dirs']} directories and "
       f"{e['trees_links']} symlinks; environment: {e['environment']}; {e['runs']} runs each on "
-      f"{e['filesystem']}, {e['settle']} s settling before each run")
+      f"{e['filesystem']}, {e['settle']} s settling before each run; load average "
+      f"{e['load']} before, {e['load_after']} after")
 print()
 print("| tool | mean wall time | min | median | CPU (user + sys) | peak RSS | nix-env time / this |")
 print("|---|---|---|---|---|---|---|")

@@ -8,10 +8,13 @@
 //! fail the build with.
 //!
 //! Pure: the I/O layer reads the trees (stating through symlinks, as the builder does) and hands
-//! them in as values; nothing here touches the filesystem. Trees are untrusted: whatever names they
-//! hold, every operation's path stays inside the environment. Names starting with `.` (so also
-//! `.` and `..`) are skipped as Nix skips them, and names that no filesystem can hold (empty, or
-//! containing `/` or NUL) are skipped with a [`LayoutWarning::InvalidName`].
+//! them in, either all at once as values ([`Trees`], for [`layout`]) or one directory at a time as
+//! the walk asks for it (a [`TreeSource`], for [`layout_from`]): like Nix's builder, the walk lists
+//! a package's top-level directory, and any other directory only where it has to merge it, so a
+//! directory linked whole is never read. Nothing here touches the filesystem. Trees are untrusted:
+//! whatever names they hold, every operation's path stays inside the environment. Names starting
+//! with `.` (so also `.` and `..`) are skipped as Nix skips them, and names that no filesystem can
+//! hold (empty, or containing `/` or NUL) are skipped with a [`LayoutWarning::InvalidName`].
 //!
 //! The builder's own last step, the `manifest.nix` link, is not part of the layout; no package can
 //! take that name, because top-level `manifest.nix` entries are on the ignore list.
@@ -36,7 +39,7 @@
 //! stay far below: 300 packages holding 33,000 files visit about 11,000 entries and 2 MB of paths.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, btree_map};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The priority the builder gives a package whose `meta.priority` is missing.
@@ -577,6 +580,127 @@ pub struct Layout {
     pub warnings: Vec<LayoutWarning>,
 }
 
+/// An entry of a directory as the walk receives it from a [`TreeSource`]: a real directory
+/// (whose entries are asked for only if the walk enters it), anything else, or a symlink with
+/// what `stat` through it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceNode<D> {
+    /// A real directory; the handle lists it through [`TreeSource::entries`].
+    Directory(D),
+    /// Anything that is neither a directory nor a symlink.
+    File,
+    /// A symbolic link.
+    Symlink(Symlink),
+}
+
+/// One named entry of a directory listed by a [`TreeSource`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceEntry<D> {
+    /// The entry's name, one path component as the filesystem gave it.
+    pub name: String,
+    /// What it is.
+    pub node: SourceNode<D>,
+}
+
+/// An installed or propagated store path as a [`TreeSource`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePackage<D> {
+    /// The store path itself.
+    pub root: SourceNode<D>,
+    /// The text of `nix-support/propagated-user-env-packages`, as in [`PackageTree`].
+    pub propagated_user_env_packages: Option<String>,
+}
+
+/// Where [`layout_from`] reads package trees: [`Trees`] held in memory, or a reader that lists a
+/// directory on disk only when the walk has to enter it (most directories are linked whole and
+/// never listed, as in Nix's builder).
+///
+/// The walk asks for each installed or propagated store path once, for the entries of the
+/// directories it enters (a directory merged with another one, or one a linked directory has to
+/// be replaced by), and for the directories symlinks resolve to when it has to enter one.
+pub trait TreeSource {
+    /// A real directory that can be listed.
+    type Directory;
+    /// Why reading failed; the layout's own errors convert into it.
+    type Error: From<LayoutError>;
+
+    /// The tree at `store_path`, or `None` when nothing is there.
+    ///
+    /// # Errors
+    ///
+    /// When the store path cannot be read.
+    fn package(
+        &mut self,
+        store_path: &str,
+    ) -> Result<Option<SourcePackage<Self::Directory>>, Self::Error>;
+
+    /// The real directory at `canonical_path` (a fully resolved path, which `stat` found to be a
+    /// directory), or `None` when the source does not know it.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be read.
+    fn directory_at(
+        &mut self,
+        canonical_path: &str,
+    ) -> Result<Option<Self::Directory>, Self::Error>;
+
+    /// The entries of `directory`, whose canonical path is `canonical_path`, in byte order of
+    /// their names.
+    ///
+    /// # Errors
+    ///
+    /// When the directory cannot be listed.
+    fn entries(
+        &mut self,
+        directory: Self::Directory,
+        canonical_path: &str,
+    ) -> Result<Vec<SourceEntry<Self::Directory>>, Self::Error>;
+}
+
+impl<'a> TreeSource for &'a Trees {
+    type Directory = &'a Directory;
+    type Error = LayoutError;
+
+    fn package(
+        &mut self,
+        store_path: &str,
+    ) -> Result<Option<SourcePackage<&'a Directory>>, LayoutError> {
+        Ok(self.get(store_path).map(|tree| SourcePackage {
+            root: source_node(&tree.root),
+            propagated_user_env_packages: tree.propagated_user_env_packages.clone(),
+        }))
+    }
+
+    fn directory_at(&mut self, canonical_path: &str) -> Result<Option<&'a Directory>, LayoutError> {
+        let trees: &'a Trees = self;
+        Ok(trees.directory_at(canonical_path))
+    }
+
+    fn entries(
+        &mut self,
+        directory: &'a Directory,
+        _canonical_path: &str,
+    ) -> Result<Vec<SourceEntry<&'a Directory>>, LayoutError> {
+        Ok(directory
+            .entries
+            .iter()
+            .map(|(name, node)| SourceEntry {
+                name: name.clone(),
+                node: source_node(node),
+            })
+            .collect())
+    }
+}
+
+fn source_node(node: &Node) -> SourceNode<&Directory> {
+    match node {
+        Node::Directory(directory) => SourceNode::Directory(directory),
+        Node::File => SourceNode::File,
+        Node::Symlink(link) => SourceNode::Symlink(link.clone()),
+    }
+}
+
 /// Lays out the environment for `packages`, as Nix 2.8's builder would at `environment` (the
 /// output path, used only in messages).
 ///
@@ -596,9 +720,22 @@ pub fn layout(
     trees: &Trees,
     environment: &str,
 ) -> Result<Layout, LayoutError> {
+    layout_from(packages, &mut { trees }, environment)
+}
+
+/// [`layout`], reading the trees from `source` as the walk needs them.
+///
+/// # Errors
+///
+/// As [`layout`], and whatever `source` fails with.
+pub fn layout_from<S: TreeSource>(
+    packages: &[Package],
+    source: &mut S,
+    environment: &str,
+) -> Result<Layout, S::Error> {
     layout_within(
         packages,
-        trees,
+        source,
         environment,
         Limits {
             visited_entries: MAX_VISITED_ENTRIES,
@@ -615,13 +752,13 @@ struct Limits {
     path_bytes: u64,
 }
 
-/// [`layout`] within the given bounds.
-fn layout_within(
+/// [`layout_from`] within the given bounds.
+fn layout_within<S: TreeSource>(
     packages: &[Package],
-    trees: &Trees,
+    source: &mut S,
     environment: &str,
     limits: Limits,
-) -> Result<Layout, LayoutError> {
+) -> Result<Layout, S::Error> {
     let mut sorted: Vec<&Package> = packages.iter().collect();
     sorted.sort_by(|left, right| {
         left.priority
@@ -630,7 +767,7 @@ fn layout_within(
     });
 
     let mut builder = Builder {
-        trees,
+        source,
         environment,
         entries: BTreeMap::new(),
         warnings: Vec::new(),
@@ -676,8 +813,8 @@ enum LinkKind {
 
 /// A directory being walked: the source's entries, where they are linked to, and with which
 /// priority.
-struct Frame<'a> {
-    entries: btree_map::Iter<'a, String, Node>,
+struct Frame<D> {
+    entries: std::vec::IntoIter<SourceEntry<D>>,
     /// The source directory as visited (link targets and messages use this).
     visited: String,
     /// Its canonical path (what a later merge walks again).
@@ -690,21 +827,21 @@ struct Frame<'a> {
 }
 
 /// A source entry after `stat`.
-enum Source<'a> {
+enum Source<D> {
     Directory {
         canonical: String,
-        /// Its entries, when it is a real directory; through a symlink they are looked up by the
+        /// Its handle, when it is a real directory; through a symlink it is looked up by the
         /// canonical path only when the walk has to enter it.
-        contents: Option<&'a Directory>,
+        contents: Option<D>,
     },
     NonDirectory {
         canonical: String,
     },
 }
 
-struct Builder<'a> {
-    trees: &'a Trees,
-    environment: &'a str,
+struct Builder<'s, S: TreeSource> {
+    source: &'s mut S,
+    environment: &'s str,
     entries: BTreeMap<EnvironmentPath, Entry>,
     warnings: Vec<LayoutWarning>,
     done: BTreeSet<String>,
@@ -716,56 +853,62 @@ struct Builder<'a> {
     path_bytes: u64,
 }
 
-impl<'a> Builder<'a> {
+impl<S: TreeSource> Builder<'_, S> {
     /// Links one store path, then queues what it propagates.
-    fn add_package(&mut self, store_path: &str, priority: i32) -> Result<(), LayoutError> {
+    fn add_package(&mut self, store_path: &str, priority: i32) -> Result<(), S::Error> {
         if !self.done.insert(store_path.to_owned()) {
             return Ok(());
         }
-        let trees = self.trees;
-        let tree = trees
-            .get(store_path)
+        let tree = self
+            .source
+            .package(store_path)?
             .ok_or_else(|| LayoutError::MissingPackage {
                 store_path: store_path.to_owned(),
             })?;
-        let root = match &tree.root {
-            Node::Directory(directory) => Some((directory, store_path.to_owned(), 0)),
-            Node::File => None,
-            Node::Symlink(link) => match &link.resolves_to {
+        let root = match tree.root {
+            SourceNode::Directory(directory) => Some((directory, store_path.to_owned(), 0)),
+            SourceNode::File => None,
+            SourceNode::Symlink(link) => match link.resolves_to {
                 Resolution::Directory { canonical_path } => {
-                    let directory = trees.directory_at(canonical_path).ok_or_else(|| {
-                        LayoutError::UnknownDirectory {
-                            source_path: store_path.to_owned(),
-                            canonical_path: canonical_path.clone(),
-                        }
-                    })?;
-                    Some((directory, canonical_path.clone(), 1))
+                    let directory =
+                        self.source.directory_at(&canonical_path)?.ok_or_else(|| {
+                            LayoutError::UnknownDirectory {
+                                source_path: store_path.to_owned(),
+                                canonical_path: canonical_path.clone(),
+                            }
+                        })?;
+                    Some((directory, canonical_path, 1))
                 }
                 Resolution::NonDirectory { .. } => None,
                 Resolution::Dangling => {
                     return Err(LayoutError::MissingPackage {
                         store_path: store_path.to_owned(),
-                    });
+                    }
+                    .into());
                 }
                 Resolution::Loop => {
                     return Err(LayoutError::PackageSymlinkLoop {
                         store_path: store_path.to_owned(),
-                    });
+                    }
+                    .into());
                 }
             },
         };
         match root {
-            Some((directory, canonical, links)) => self.walk(
-                store_path,
-                Frame {
-                    entries: directory.entries.iter(),
-                    visited: store_path.to_owned(),
-                    canonical,
-                    links,
-                    destination: None,
-                    priority,
-                },
-            )?,
+            Some((directory, canonical, links)) => {
+                let entries = self.source.entries(directory, &canonical)?;
+                self.walk(
+                    store_path,
+                    Frame {
+                        entries: entries.into_iter(),
+                        visited: store_path.to_owned(),
+                        canonical,
+                        links,
+                        destination: None,
+                        priority,
+                    },
+                )?;
+            }
             None => self.warnings.push(LayoutWarning::NotADirectory {
                 store_path: store_path.to_owned(),
             }),
@@ -782,10 +925,10 @@ impl<'a> Builder<'a> {
 
     /// Walks directories depth first with an explicit stack, so that no tree is too deep, within
     /// the bounds on the walk's work (`store_path` is the package being linked, for the error).
-    fn walk(&mut self, store_path: &str, first: Frame<'a>) -> Result<(), LayoutError> {
+    fn walk(&mut self, store_path: &str, first: Frame<S::Directory>) -> Result<(), S::Error> {
         let mut stack = vec![first];
         while let Some(frame) = stack.last_mut() {
-            let Some((name, node)) = frame.entries.next() else {
+            let Some(SourceEntry { name, node }) = frame.entries.next() else {
                 stack.pop();
                 continue;
             };
@@ -794,30 +937,33 @@ impl<'a> Builder<'a> {
                 return Err(LayoutError::TooLarge {
                     store_path: store_path.to_owned(),
                     limit: LayoutLimit::VisitedEntries(self.limits.visited_entries),
-                });
+                }
+                .into());
             }
             if name.starts_with('.') {
                 continue;
             }
-            if is_invalid_name(name) {
+            if is_invalid_name(&name) {
                 self.warnings.push(LayoutWarning::InvalidName {
                     directory: frame.visited.clone(),
-                    name: name.clone(),
+                    name,
                 });
                 continue;
             }
             let source_path = format!("{}/{name}", frame.visited);
-            let destination = EnvironmentPath::child(frame.destination.as_ref(), name);
+            let destination = EnvironmentPath::child(frame.destination.as_ref(), &name);
             let priority = frame.priority;
             // `stat` goes through the links along the visited path, and through the entry itself
             // when it is one.
-            let links = frame.links + u32::from(matches!(node, Node::Symlink(_)));
+            let links = frame.links + u32::from(matches!(node, SourceNode::Symlink(_)));
             if links > MAX_SYMLINK_FOLLOWS {
-                return Err(LayoutError::SymlinkLoop { source_path });
+                return Err(LayoutError::SymlinkLoop { source_path }.into());
             }
-            let canonical_length = match node {
-                Node::Directory(_) | Node::File => frame.canonical.len() + 1 + name.len(),
-                Node::Symlink(link) => match &link.resolves_to {
+            let canonical_length = match &node {
+                SourceNode::Directory(_) | SourceNode::File => {
+                    frame.canonical.len() + 1 + name.len()
+                }
+                SourceNode::Symlink(link) => match &link.resolves_to {
                     Resolution::Directory { canonical_path }
                     | Resolution::NonDirectory { canonical_path } => canonical_path.len(),
                     Resolution::Dangling | Resolution::Loop => 0,
@@ -828,20 +974,20 @@ impl<'a> Builder<'a> {
                 source_path.len() + destination.as_str().len() + canonical_length,
             )?;
             let source = match node {
-                Node::Directory(directory) => Source::Directory {
+                SourceNode::Directory(directory) => Source::Directory {
                     canonical: format!("{}/{name}", frame.canonical),
                     contents: Some(directory),
                 },
-                Node::File => Source::NonDirectory {
+                SourceNode::File => Source::NonDirectory {
                     canonical: format!("{}/{name}", frame.canonical),
                 },
-                Node::Symlink(link) => match &link.resolves_to {
+                SourceNode::Symlink(link) => match link.resolves_to {
                     Resolution::Directory { canonical_path } => Source::Directory {
-                        canonical: canonical_path.clone(),
+                        canonical: canonical_path,
                         contents: None,
                     },
                     Resolution::NonDirectory { canonical_path } => Source::NonDirectory {
-                        canonical: canonical_path.clone(),
+                        canonical: canonical_path,
                     },
                     Resolution::Dangling => {
                         self.warnings.push(LayoutWarning::DanglingSymlink {
@@ -849,7 +995,9 @@ impl<'a> Builder<'a> {
                         });
                         continue;
                     }
-                    Resolution::Loop => return Err(LayoutError::SymlinkLoop { source_path }),
+                    Resolution::Loop => {
+                        return Err(LayoutError::SymlinkLoop { source_path }.into());
+                    }
                 },
             };
             if IGNORED_SUFFIXES
@@ -889,16 +1037,16 @@ impl<'a> Builder<'a> {
         &mut self,
         source_path: String,
         canonical: String,
-        contents: Option<&'a Directory>,
+        contents: Option<S::Directory>,
         links: u32,
         destination: EnvironmentPath,
         priority: i32,
-    ) -> Result<Vec<Frame<'a>>, LayoutError> {
+    ) -> Result<Vec<Frame<S::Directory>>, S::Error> {
         match self.entries.get(&destination) {
             Some(Entry::Directory) => {
-                let contents = self.contents(contents, &source_path, &canonical)?;
+                let entries = self.contents(contents, &source_path, &canonical)?;
                 Ok(vec![Frame {
-                    entries: contents.entries.iter(),
+                    entries: entries.into_iter(),
                     visited: source_path,
                     canonical,
                     links,
@@ -913,7 +1061,8 @@ impl<'a> Builder<'a> {
                 source_path,
                 existing_target: existing.clone(),
                 path: destination,
-            }),
+            }
+            .into()),
             Some(Entry::Link {
                 target,
                 priority: old_priority,
@@ -923,12 +1072,13 @@ impl<'a> Builder<'a> {
                 // canonical path with the old link's priority, then walks the new source.
                 let old_priority = *old_priority;
                 let old_canonical = old_canonical.clone();
-                let old = self.contents(None, target, &old_canonical)?;
+                let target = target.clone();
+                let old = self.contents(None, &target, &old_canonical)?;
                 let new = self.contents(contents, &source_path, &canonical)?;
                 self.entries.insert(destination.clone(), Entry::Directory);
                 Ok(vec![
                     Frame {
-                        entries: new.entries.iter(),
+                        entries: new.into_iter(),
                         visited: source_path,
                         canonical,
                         links,
@@ -936,7 +1086,7 @@ impl<'a> Builder<'a> {
                         priority,
                     },
                     Frame {
-                        entries: old.entries.iter(),
+                        entries: old.into_iter(),
                         visited: old_canonical.clone(),
                         canonical: old_canonical,
                         links: 0,
@@ -1005,20 +1155,24 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// The entries of a source directory: given, or found by its canonical path.
+    /// The entries of a source directory: listed through its handle, or found by its canonical
+    /// path.
     fn contents(
-        &self,
-        contents: Option<&'a Directory>,
+        &mut self,
+        contents: Option<S::Directory>,
         source_path: &str,
         canonical: &str,
-    ) -> Result<&'a Directory, LayoutError> {
-        let trees = self.trees;
-        contents
-            .or_else(|| trees.directory_at(canonical))
-            .ok_or_else(|| LayoutError::UnknownDirectory {
-                source_path: source_path.to_owned(),
-                canonical_path: canonical.to_owned(),
-            })
+    ) -> Result<Vec<SourceEntry<S::Directory>>, S::Error> {
+        let directory = match contents {
+            Some(directory) => directory,
+            None => self.source.directory_at(canonical)?.ok_or_else(|| {
+                LayoutError::UnknownDirectory {
+                    source_path: source_path.to_owned(),
+                    canonical_path: canonical.to_owned(),
+                }
+            })?,
+        };
+        self.source.entries(directory, canonical)
     }
 
     /// Counts `bytes` of paths built for `store_path` against the bound.
@@ -1721,7 +1875,12 @@ mod tests {
             Package::new(store("a")),
             Package::new(store("b")).with_priority(6),
         ];
-        let result = layout_within(&packages, &tower(levels, &["x", "y"]), ENVIRONMENT, limits);
+        let result = layout_within(
+            &packages,
+            &mut &tower(levels, &["x", "y"]),
+            ENVIRONMENT,
+            limits,
+        );
         match expected {
             Ok(operations) => {
                 assert_eq!(
@@ -1934,7 +2093,7 @@ mod tests {
     };
 
     fn bounded_layout(packages: &[Package], trees: &Trees) -> Result<Layout, LayoutError> {
-        layout_within(packages, trees, ENVIRONMENT, PROPERTY_LIMITS)
+        layout_within(packages, &mut { trees }, ENVIRONMENT, PROPERTY_LIMITS)
     }
 
     fn environment_path() -> impl Strategy<Value = EnvironmentPath> {
@@ -1999,7 +2158,7 @@ mod tests {
             path_bytes in 1..4_096_u64,
         ) {
             let limits = Limits { visited_entries, path_bytes };
-            let small = layout_within(&packages, &trees, ENVIRONMENT, limits);
+            let small = layout_within(&packages, &mut &trees, ENVIRONMENT, limits);
             if !matches!(small, Err(LayoutError::TooLarge { .. })) {
                 prop_assert_eq!(small, bounded_layout(&packages, &trees));
             }

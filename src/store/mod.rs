@@ -13,17 +13,25 @@
 //! | `ROOT/nix/var/declenv/store/lock` | the lock held while registrations change |
 //!
 //! The invariant behind crash safety: **a registration exists only for a complete, durable,
-//! read-only tree.** A tree is built under a temporary name, synced, and renamed into place
-//! before its registration is written; deletion removes the registration before touching
-//! the tree. A crash at any instant therefore leaves at worst an unregistered entry, which is
-//! invalid, replaced by the next add of the same path, and reported by
-//! [`EmbeddedStore::verify`].
+//! read-only tree.** A tree is built under a temporary name and renamed into place, and
+//! made read-only and synced (what could be before the rename, the rest there, under the lock)
+//! before its registration is written; deletion removes the registration before touching the tree. A crash at any
+//! instant therefore leaves at worst an unregistered entry, which is invalid, replaced by the
+//! next add of the same path, and reported by [`EmbeddedStore::verify`].
+//!
+//! Trees come from disk ([`EmbeddedStore::add_tree`]: copied, then the copy is hashed) or from
+//! a description in memory ([`EmbeddedStore::add_link_tree`] for a tree of directories and
+//! symlinks such as a user environment, [`EmbeddedStore::add_file`]): those are hashed from
+//! the description, so an add of a path that is already valid writes nothing, and created
+//! once, in place, synced only after everything is written (on a journaling filesystem, one
+//! commit for the whole tree).
 //!
 //! Paths are computed as `nix-store --add` computes them for the same store directory (the
 //! canonical absolute path of `ROOT/nix/store`), so the same tree gets the same path in
 //! declenv and in Nix.
 
 pub mod gc;
+mod link_tree;
 pub mod nar;
 pub mod nixbase32;
 pub mod path;
@@ -31,6 +39,7 @@ mod references;
 mod registration;
 mod tree;
 
+pub use link_tree::{LinkEntry, LinkTree, LinkTreeError, LinkTreeProblem};
 pub use nar::{NarDigest, NarError};
 pub use path::{StoreDir, StorePath, StorePathError};
 pub use registration::PathInfo;
@@ -92,6 +101,9 @@ pub enum StoreError {
     /// An invalid store path or name.
     #[error(transparent)]
     InvalidPath(#[from] StorePathError),
+    /// A tree described in memory that is not a tree.
+    #[error(transparent)]
+    LinkTree(#[from] LinkTreeError),
     /// A path from another store directory.
     #[error("`{path}` is not in the store `{store_dir}`")]
     ForeignPath {
@@ -136,6 +148,7 @@ impl StoreError {
             | Self::NonUtf8StoreDir { .. }
             | Self::SourceContainsStore { .. }
             | Self::Archive { .. }
+            | Self::LinkTree(_)
             | Self::ForeignPath { .. } => None,
         }
     }
@@ -221,6 +234,28 @@ struct NarSink {
     scanner: ReferenceScanner,
 }
 
+impl NarSink {
+    fn new<Part: AsRef<str>>(hash_parts: impl IntoIterator<Item = Part>) -> Self {
+        let hash_parts: Vec<Part> = hash_parts.into_iter().collect();
+        Self {
+            hasher: Sha256::new(),
+            scanner: ReferenceScanner::new(hash_parts.iter().map(AsRef::as_ref)),
+        }
+    }
+
+    /// The digest of the `size` bytes written, and the hash parts found in them.
+    fn finish(self, size: u64) -> (NarDigest, HashSet<String>) {
+        let found = self.scanner.found().collect();
+        (
+            NarDigest {
+                sha256: self.hasher.finalize().into(),
+                size,
+            },
+            found,
+        )
+    }
+}
+
 impl Write for NarSink {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.hasher.update(bytes);
@@ -287,35 +322,130 @@ impl EmbeddedStore {
         path::validate_name(name)?;
         self.refuse_source_containing_store(source)?;
         let candidates = self.registered_paths()?.0;
-        let hash_parts: Vec<String> = candidates.iter().map(StorePath::hash_part).collect();
         let temporary = Temporary::copy_of(&self.store_directory, source)?;
-        let mut sink = NarSink {
-            hasher: Sha256::new(),
-            scanner: ReferenceScanner::new(hash_parts.iter().map(String::as_str)),
-        };
+        let mut sink = io::BufWriter::with_capacity(
+            64 * 1024,
+            NarSink::new(candidates.iter().map(StorePath::hash_part)),
+        );
         let size = nar::dump(temporary.path(), &mut sink).map_err(|error| StoreError::Archive {
             path: source.to_owned(),
             source: error,
         })?;
-        let nar = NarDigest {
-            sha256: sink.hasher.finalize().into(),
-            size,
-        };
-        let found: HashSet<String> = sink.scanner.found().collect();
+        let sink = sink.into_inner().map_err(|error| StoreError::Archive {
+            path: source.to_owned(),
+            source: NarError::Write {
+                path: source.to_owned(),
+                source: error.into_error(),
+            },
+        })?;
+        let (nar, found) = sink.finish(size);
         let store_path = path::source_store_path(&self.store_dir, &nar.sha256, name)?;
-        tree::canonicalise(temporary.path())?;
+        tree::canonicalise_below(temporary.path())?;
+        self.install(
+            temporary,
+            &store_path,
+            nar,
+            &found,
+            candidates,
+            tree::finish_top,
+        )?;
+        Ok(store_path)
+    }
 
+    /// Adds the tree of directories and symlinks `tree` describes under `name` and returns its
+    /// path: the path [`EmbeddedStore::add_tree`] gives the same tree on disk (and
+    /// `nix-store --add`).
+    ///
+    /// Nothing is copied: the archive is written from the description, so the path is known
+    /// before anything is created; a path that is already valid is returned as it is, and
+    /// otherwise the tree is created once, in a temporary entry of the store directory, made
+    /// read-only and durable, and renamed into place before it is registered. Its references
+    /// are the valid paths whose hash parts occur in its archive (link targets and names).
+    pub fn add_link_tree(&self, tree: &LinkTree, name: &str) -> Result<StorePath, StoreError> {
+        path::validate_name(name)?;
+        let sorted = tree.sorted()?;
+        let archive = link_tree::archive(&sorted);
+        self.add_described(
+            &archive,
+            name,
+            |directory| tree::create_link_tree(directory, &sorted),
+            |destination| tree::finish_link_tree(destination, &sorted),
+        )
+    }
+
+    /// Adds a regular, non-executable file holding `contents` under `name` and returns its
+    /// path, as [`EmbeddedStore::add_tree`] of such a file would; a path that is already valid
+    /// is returned without writing anything.
+    pub fn add_file(&self, contents: &[u8], name: &str) -> Result<StorePath, StoreError> {
+        path::validate_name(name)?;
+        let archive = link_tree::file_archive(contents, false);
+        self.add_described(
+            &archive,
+            name,
+            |directory| tree::create_file(directory, contents),
+            tree::finish_top,
+        )
+    }
+
+    /// Adds a tree given by its archive, a function that creates it as a temporary entry of
+    /// the store directory, and one that makes it read-only and durable once it is in place.
+    fn add_described(
+        &self,
+        archive: &[u8],
+        name: &str,
+        create: impl FnOnce(&Path) -> Result<Temporary, StoreError>,
+        finish: impl FnOnce(&Path) -> Result<(), StoreError>,
+    ) -> Result<StorePath, StoreError> {
+        let candidates = self.registered_paths()?.0;
+        let mut sink = NarSink::new(candidates.iter().map(StorePath::hash_part));
+        sink.write_all(archive)
+            .map_err(io_error(&self.store_directory, "hash"))?;
+        let (nar, found) = sink.finish(archive.len() as u64);
+        let store_path = path::source_store_path(&self.store_dir, &nar.sha256, name)?;
+        {
+            let _lock = self.lock(LockMode::Shared)?;
+            if self.is_intact(&store_path)? {
+                return Ok(store_path);
+            }
+        }
+        let temporary = create(&self.store_directory)?;
+        self.install(temporary, &store_path, nar, &found, candidates, finish)?;
+        Ok(store_path)
+    }
+
+    /// Whether `path` is registered with a readable registration and its tree is there.
+    fn is_intact(&self, path: &StorePath) -> Result<bool, StoreError> {
+        match self.load(path) {
+            Ok(Some(_)) => exists(&self.disk_path(path)),
+            Ok(None) | Err(StoreError::Registration { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Moves a complete `temporary` entry into place as `store_path`, lets `finish` make it
+    /// read-only and durable there, and registers it with the candidates whose hash parts were
+    /// `found` in its archive as its references; leaves a path that is already valid as it is
+    /// (and drops `temporary`). All under the lock, so that garbage collection cannot take the
+    /// entry for a leftover in between.
+    fn install(
+        &self,
+        temporary: Temporary,
+        store_path: &StorePath,
+        nar: NarDigest,
+        found: &HashSet<String>,
+        candidates: Vec<StorePath>,
+        finish: impl FnOnce(&Path) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let _lock = self.lock(LockMode::Exclusive)?;
-        let destination = self.disk_path(&store_path);
-        match self.load(&store_path) {
-            Ok(Some(_)) if exists(&destination)? => return Ok(store_path),
-            Ok(_) | Err(StoreError::Registration { .. }) => {}
-            Err(error) => return Err(error),
+        let destination = self.disk_path(store_path);
+        if self.is_intact(store_path)? {
+            return Ok(());
         }
         // Whatever is there is a leftover of an interrupted add or deletion.
         tree::remove_tree(&destination)
             .map_err(io_error(&destination, "remove the invalid leftover"))?;
         temporary.persist(&destination)?;
+        finish(&destination)?;
         tree::sync_directory(&self.store_directory)?;
 
         // Paths deleted since the scan (or whose registration broke) are dropped, so that
@@ -340,10 +470,10 @@ impl EmbeddedStore {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs()),
         };
-        let registration_path = self.registration_path(&store_path);
+        let registration_path = self.registration_path(store_path);
         crate::fs::write_atomic(&registration_path, &registration::encode(&info))
             .map_err(io_error(&registration_path, "write"))?;
-        Ok(store_path)
+        Ok(())
     }
 
     /// Whether `path` is valid: registered, and its tree present.

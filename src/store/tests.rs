@@ -508,3 +508,151 @@ fn errors_name_their_paths() {
         "{error}"
     );
 }
+
+/// A link tree with a merged directory, a link into a valid path and one that dangles.
+fn link_tree(dependency: &StorePath) -> LinkTree {
+    let mut tree = LinkTree::new();
+    tree.symlink("share", "/nonexistent/share");
+    tree.directory("bin");
+    tree.symlink("bin/tool", format!("{dependency}/bin/tool"));
+    tree.symlink("bin/relative", "../share");
+    tree.directory("lib");
+    tree.directory("lib/empty");
+    tree
+}
+
+/// The same tree on disk.
+fn link_tree_on_disk(tree: &LinkTree, root: &Path) {
+    fs::create_dir(root).expect("mkdir");
+    let mut entries: Vec<&LinkEntry> = tree.entries().iter().collect();
+    entries.sort_by(|left, right| link_tree::compare_paths(left.path(), right.path()));
+    for entry in entries {
+        match entry {
+            LinkEntry::Directory { path } => fs::create_dir(root.join(path)).expect("mkdir"),
+            LinkEntry::Symlink { path, target } => {
+                symlink(target, root.join(path)).expect("symlink");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_link_tree_gets_the_path_and_registration_of_the_same_tree_on_disk() {
+    let fixture = Fixture::new();
+    let dependency = fixture
+        .store
+        .add_tree(&fixture.tree("lib", "lib"), "lib-1.0")
+        .expect("add");
+    let tree = link_tree(&dependency);
+    let path = fixture.store.add_link_tree(&tree, "env").expect("add");
+    let info = fixture
+        .store
+        .path_info(&path)
+        .expect("info")
+        .expect("valid");
+    assert_eq!(info.references, std::slice::from_ref(&dependency));
+    assert!(fixture.store.verify().expect("verify").is_clean());
+    let root = path.to_path_buf();
+    for (relative, mode) in [("", 0o555), ("bin", 0o555), ("lib/empty", 0o555)] {
+        let metadata = fs::symlink_metadata(root.join(relative)).expect("stat");
+        assert_eq!(metadata.mode() & 0o7777, mode, "{relative}");
+        assert_eq!(metadata.mtime(), 1, "{relative}");
+    }
+    assert_eq!(
+        fs::read_link(root.join("bin/relative")).expect("readlink"),
+        PathBuf::from("../share")
+    );
+
+    // The same tree on disk hashes to the same archive, so `add_tree` names it the same.
+    let source = fixture.scratch.path().join("env");
+    link_tree_on_disk(&tree, &source);
+    let on_disk = nar::hash_path(&source).expect("hash");
+    assert_eq!(on_disk, info.nar);
+    assert_eq!(fixture.store.add_tree(&source, "env").expect("add"), path);
+}
+
+#[test]
+fn adding_a_valid_link_tree_again_creates_nothing() {
+    let fixture = Fixture::new();
+    let mut tree = LinkTree::new();
+    tree.directory("bin");
+    tree.symlink("bin/x", "/somewhere/x");
+    let first = fixture.store.add_link_tree(&tree, "env").expect("add");
+    let registration = fixture.store.registration_path(&first);
+    let before = fs::read(&registration).expect("read");
+    let inode = fs::symlink_metadata(first.to_path_buf())
+        .expect("stat")
+        .ino();
+    let second = fixture
+        .store
+        .add_link_tree(&tree, "env")
+        .expect("add again");
+    assert_eq!(first, second);
+    assert_eq!(fs::read(&registration).expect("read"), before);
+    assert_eq!(
+        fs::symlink_metadata(first.to_path_buf())
+            .expect("stat")
+            .ino(),
+        inode
+    );
+    assert_eq!(fixture.store_entries(), [first.base_name()]);
+}
+
+#[test]
+fn a_link_tree_that_is_not_a_tree_adds_nothing() {
+    let fixture = Fixture::new();
+    let mut tree = LinkTree::new();
+    tree.symlink("bin/x", "/somewhere/x");
+    let error = fixture
+        .store
+        .add_link_tree(&tree, "env")
+        .expect_err("no parent");
+    assert!(
+        matches!(&error, StoreError::LinkTree(LinkTreeError { path, problem: LinkTreeProblem::NoParentDirectory }) if path == "bin/x"),
+        "{error:?}"
+    );
+    assert!(fixture.store_entries().is_empty());
+    let mut tree = LinkTree::new();
+    tree.symlink("../escape", "/somewhere");
+    assert!(fixture.store.add_link_tree(&tree, "env").is_err());
+    assert!(fixture.store_entries().is_empty());
+    assert!(!fixture.scratch.path().join("escape").exists());
+}
+
+#[test]
+fn a_file_from_memory_is_the_file_added_from_disk() {
+    let fixture = Fixture::new();
+    let dependency = fixture
+        .store
+        .add_tree(&fixture.tree("lib", "lib"), "lib-1.0")
+        .expect("add");
+    let contents = format!("[ {{ out = \"{dependency}\"; }} ]");
+    let path = fixture
+        .store
+        .add_file(contents.as_bytes(), "env-manifest.nix")
+        .expect("add");
+    let metadata = fs::symlink_metadata(path.to_path_buf()).expect("stat");
+    assert!(metadata.is_file());
+    assert_eq!(metadata.mode() & 0o7777, 0o444);
+    assert_eq!(metadata.mtime(), 1);
+    assert_eq!(
+        fs::read(path.to_path_buf()).expect("read"),
+        contents.as_bytes()
+    );
+    let info = fixture
+        .store
+        .path_info(&path)
+        .expect("info")
+        .expect("valid");
+    assert_eq!(info.references, std::slice::from_ref(&dependency));
+    let source = fixture.scratch.path().join("env-manifest.nix");
+    fs::write(&source, &contents).expect("write");
+    assert_eq!(
+        fixture
+            .store
+            .add_tree(&source, "env-manifest.nix")
+            .expect("add"),
+        path
+    );
+    assert!(fixture.store.verify().expect("verify").is_clean());
+}

@@ -1,12 +1,14 @@
-//! File-tree operations of the store: copying a tree in, making it immutable, removing it.
+//! File-tree operations of the store: copying a tree in or creating one from its description,
+//! making it immutable, removing it.
 //!
 //! Owns the filesystem walks behind [`super::EmbeddedStore`]: a copy that keeps exactly what a
-//! NAR records (types, contents, symlink targets, the owner's execute bit), Nix's
-//! canonicalisation of permissions and times, and removal of read-only trees. Every walk is
-//! iterative, so a deep tree cannot exhaust the stack. Knows nothing about hashes or
-//! registrations.
+//! NAR records (types, contents, symlink targets, the owner's execute bit), the creation of a
+//! tree of directories and symlinks or of a file described in memory, Nix's canonicalisation
+//! of permissions and times, and removal of read-only trees. Every walk is iterative, so a deep
+//! tree cannot exhaust the stack. Knows nothing about hashes or registrations.
 
 use crate::store::StoreError;
+use crate::store::link_tree::LinkEntry;
 use crate::store::nar::file_type_name;
 use std::fs::{self, File, FileTimes, Permissions};
 use std::io::{self, Read, Write};
@@ -123,6 +125,83 @@ impl Drop for Temporary {
     }
 }
 
+/// Creates, in `directory`, a temporary entry holding the directories and symlinks of a
+/// [`LinkTree`](super::LinkTree) (`entries` sorted, each directory before its contents), and
+/// gives the directories in it Nix's mode and time. Nothing is synced: see
+/// [`finish_link_tree`].
+pub(crate) fn create_link_tree(
+    directory: &Path,
+    entries: &[&LinkEntry],
+) -> Result<Temporary, StoreError> {
+    let root = tempfile::Builder::new()
+        .prefix(ADD_PREFIX)
+        .tempdir_in(directory)
+        .map_err(io_error(directory, "create a temporary entry in"))?
+        .keep();
+    let temporary = Temporary {
+        path: Some(root.clone()),
+    };
+    let mut directories = Vec::new();
+    for entry in entries {
+        let path = root.join(entry.path());
+        match entry {
+            LinkEntry::Directory { .. } => {
+                fs::create_dir(&path).map_err(io_error(&path, "create"))?;
+                directories.push(path);
+            }
+            LinkEntry::Symlink { target, .. } => {
+                std::os::unix::fs::symlink(target, &path).map_err(io_error(&path, "create"))?;
+            }
+        }
+    }
+    let times = FileTimes::new().set_modified(UNIX_EPOCH + STORE_MTIME);
+    for path in &directories {
+        let file = File::open(path).map_err(io_error(path, "open"))?;
+        file.set_permissions(Permissions::from_mode(0o555))
+            .map_err(io_error(path, "set permissions of"))?;
+        file.set_times(times)
+            .map_err(io_error(path, "set the modification time of"))?;
+    }
+    Ok(temporary)
+}
+
+/// Finishes a tree [`create_link_tree`] made, once it is in place at `path`: its root gets
+/// Nix's mode and time, and every directory is synced, the root first.
+///
+/// Nothing was synced before, so on a journaling filesystem the first sync commits the whole
+/// tree (its links with the directories holding them, and the rename that put it in place) in
+/// one transaction, and the others find nothing left to write; syncing each entry as it is
+/// made would force a commit per entry.
+pub(crate) fn finish_link_tree(path: &Path, entries: &[&LinkEntry]) -> Result<(), StoreError> {
+    finish_top(path)?;
+    for entry in entries {
+        if let LinkEntry::Directory { path: relative } = entry {
+            sync_directory(&path.join(relative))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates, in `directory`, a temporary regular file holding `contents`. Its mode and time
+/// are left for [`finish_top`], which also syncs it.
+pub(crate) fn create_file(directory: &Path, contents: &[u8]) -> Result<Temporary, StoreError> {
+    let (mut file, path) = tempfile::Builder::new()
+        .prefix(ADD_PREFIX)
+        .tempfile_in(directory)
+        .map_err(io_error(directory, "create a temporary entry in"))?
+        .into_parts();
+    let path = path.keep().map_err(|error| StoreError::Io {
+        path: directory.to_owned(),
+        action: "create a temporary entry in",
+        source: error.error,
+    })?;
+    let temporary = Temporary {
+        path: Some(path.clone()),
+    };
+    file.write_all(contents).map_err(io_error(&path, "write"))?;
+    Ok(temporary)
+}
+
 /// Copies the entries of directory `source` into the existing, empty directory `destination`.
 fn copy_directory_contents(source: &Path, destination: &Path) -> Result<(), StoreError> {
     let mut pending = vec![(source.to_owned(), destination.to_owned())];
@@ -198,7 +277,18 @@ fn copy_file_contents(
 ///
 /// Symlinks keep their times: the standard library cannot set a symlink's own times (Nix
 /// does; nothing reads them, and a NAR does not record them).
+#[cfg(test)]
 pub(crate) fn canonicalise(path: &Path) -> Result<(), StoreError> {
+    canonicalise_below(path)?;
+    finish_top(path)
+}
+
+/// Makes everything in the tree at `path` what Nix leaves in its store, and durable, as
+/// `canonicalise` does, but for the mode and time of `path` itself (a directory is synced
+/// after its entries all the same), which [`finish_top`] sets once the tree is in place: a temporary entry
+/// keeps its own recent time until then, so that garbage collection, which removes only
+/// unregistered entries older than an hour, cannot take it for an old leftover.
+pub(crate) fn canonicalise_below(path: &Path) -> Result<(), StoreError> {
     let times = FileTimes::new().set_modified(UNIX_EPOCH + STORE_MTIME);
     // Directories are finished after their entries: (path, entries already pushed).
     let mut pending = vec![(path.to_owned(), false)];
@@ -217,19 +307,44 @@ pub(crate) fn canonicalise(path: &Path) -> Result<(), StoreError> {
             }
             continue;
         }
-        let mode = if file_type.is_dir() || metadata.permissions().mode() & OWNER_EXECUTE != 0 {
-            0o555
-        } else {
-            0o444
-        };
+        let top = current == path;
+        if top && !file_type.is_dir() {
+            continue;
+        }
         let file = File::open(&current).map_err(io_error(&current, "open"))?;
-        file.set_permissions(Permissions::from_mode(mode))
-            .map_err(io_error(&current, "set permissions of"))?;
-        file.set_times(times)
-            .map_err(io_error(&current, "set the modification time of"))?;
+        if !top {
+            file.set_permissions(Permissions::from_mode(store_mode(&metadata)))
+                .map_err(io_error(&current, "set permissions of"))?;
+            file.set_times(times)
+                .map_err(io_error(&current, "set the modification time of"))?;
+        }
         file.sync_all().map_err(io_error(&current, "sync"))?;
     }
     Ok(())
+}
+
+/// Gives the entry at `path` itself (not what a directory holds) Nix's mode and time, and
+/// syncs it; a symlink is left as it is.
+pub(crate) fn finish_top(path: &Path) -> Result<(), StoreError> {
+    let metadata = fs::symlink_metadata(path).map_err(io_error(path, "read"))?;
+    if metadata.file_type().is_symlink() {
+        return Ok(());
+    }
+    let file = File::open(path).map_err(io_error(path, "open"))?;
+    file.set_permissions(Permissions::from_mode(store_mode(&metadata)))
+        .map_err(io_error(path, "set permissions of"))?;
+    file.set_times(FileTimes::new().set_modified(UNIX_EPOCH + STORE_MTIME))
+        .map_err(io_error(path, "set the modification time of"))?;
+    file.sync_all().map_err(io_error(path, "sync"))
+}
+
+/// The mode Nix gives a directory or file in its store.
+fn store_mode(metadata: &fs::Metadata) -> u32 {
+    if metadata.is_dir() || metadata.permissions().mode() & OWNER_EXECUTE != 0 {
+        0o555
+    } else {
+        0o444
+    }
 }
 
 /// Removes the tree at `path`, first making its directories writable. A missing path is not
