@@ -13,6 +13,8 @@
 //! with the real `nix-env` in the test's root, checks the manifest it writes against the fixture
 //! (`DECLENV_RECORD_FIXTURES=1` rewrites the fixture instead) and adopts that profile.
 
+mod support;
+
 use declenv::model::lockfile;
 use declenv::model::spec::{self, PackageSpec};
 use serde_json::Value;
@@ -125,7 +127,9 @@ impl Sandbox {
     fn plan_json(&self, spec: &Path) -> Value {
         let output = self.on(spec, &["plan", "--json"]);
         assert!(output.status.success(), "plan: {}", stderr(&output));
-        serde_json::from_slice(&output.stdout).expect("plan JSON")
+        let document = serde_json::from_slice(&output.stdout).expect("plan JSON");
+        support::assert_schema_valid(&document);
+        document
     }
 }
 
@@ -1059,7 +1063,9 @@ fn diff_json(sandbox: &Sandbox, args: &[&str]) -> Value {
         "diff {args:?}: {}",
         stderr(&output)
     );
-    serde_json::from_slice(&output.stdout).expect("diff JSON")
+    let document = serde_json::from_slice(&output.stdout).expect("diff JSON");
+    support::assert_schema_valid(&document);
+    document
 }
 
 /// (kind, id, from name, to name) of every change.

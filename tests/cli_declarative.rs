@@ -7,6 +7,8 @@
 //! package each link in the profile's `bin/` points into. Failing commands are checked against a
 //! snapshot of the whole temporary directory: an error must leave nothing changed.
 
+mod support;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
@@ -77,9 +79,12 @@ struct Run {
 }
 
 impl Run {
+    /// Stdout decoded, and checked against the schema of its kind.
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {self:#?}"))
+        let document = serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {self:#?}"));
+        support::assert_schema_valid(&document);
+        document
     }
 }
 
@@ -175,7 +180,9 @@ impl Env {
     }
 
     fn lock_json(&self) -> Value {
-        serde_json::from_slice(&self.lock_bytes()).expect("lockfile is JSON")
+        let document = serde_json::from_slice(&self.lock_bytes()).expect("lockfile is JSON");
+        support::assert_schema_valid(&document);
+        document
     }
 
     /// The locked package name of every id.

@@ -389,7 +389,12 @@ fn required_prefix(name_part: &str) -> &str {
     let end = name_part
         .find(|character: char| ".[]()*+?{}|^$\\".contains(character))
         .unwrap_or(name_part.len());
-    let optional = name_part[end..].starts_with(['*', '?', '{']);
+    // Quantifiers can stack (`a+?` is `(a+)?`): any that allows zero makes the last literal
+    // optional.
+    let optional = name_part[end..]
+        .chars()
+        .take_while(|character| matches!(character, '*' | '+' | '?' | '{'))
+        .any(|character| character != '+');
     let mut prefix = &name_part[..end];
     if optional {
         prefix = prefix
@@ -761,6 +766,8 @@ mod tests {
     #[case("ab*c", "a")]
     #[case("ab?c", "a")]
     #[case("ab{2}", "a")]
+    #[case("a+?", "")]
+    #[case("ab+*", "a")]
     #[case("a|b", "")]
     #[case("(ab)", "")]
     #[case("^ab", "")]
