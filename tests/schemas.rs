@@ -8,13 +8,14 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     "profile",
     "lock",
     "plan",
     "lock-report",
     "apply-report",
     "diff-report",
+    "watch-event",
 ];
 
 fn repository() -> PathBuf {

@@ -32,7 +32,7 @@ pub(crate) struct LockArgs {
 }
 
 impl LockArgs {
-    fn mode(self) -> LockMode {
+    pub(crate) fn mode(self) -> LockMode {
         if self.frozen {
             LockMode::Frozen
         } else if self.locked {
@@ -138,6 +138,8 @@ pub(crate) enum SchemaKind {
     ApplyReport,
     /// `declenv diff --json`
     DiffReport,
+    /// `declenv watch --json` (one object per line)
+    WatchEvent,
 }
 
 /// Arguments of `declenv schema`.
@@ -158,6 +160,7 @@ pub fn schema_json(kind: SchemaKind) -> String {
         SchemaKind::LockReport => schemars::schema_for!(LockJson<'static>),
         SchemaKind::ApplyReport => schemars::schema_for!(ApplyJson<'static>),
         SchemaKind::DiffReport => schemars::schema_for!(DiffJson<'static>),
+        SchemaKind::WatchEvent => schemars::schema_for!(super::watch::WatchEventJson<'static>),
     };
     let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
     text.push('\n');
@@ -171,7 +174,7 @@ pub(crate) fn schema(args: &SchemaArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-fn open_profile(settings: &Settings) -> anyhow::Result<Profile> {
+pub(crate) fn open_profile(settings: &Settings) -> anyhow::Result<Profile> {
     let root = settings.require_root()?;
     let path = settings.profile_path()?;
     Ok(Profile::new(&path, ProfileLayout::under_root(root))?)
@@ -186,7 +189,7 @@ fn read_spec(settings: &Settings) -> anyhow::Result<SpecFile> {
     Ok(spec_file)
 }
 
-fn resolve_options(update: Update, allow_attr_change: bool) -> ResolveOptions {
+pub(crate) fn resolve_options(update: Update, allow_attr_change: bool) -> ResolveOptions {
     ResolveOptions {
         update,
         allow_attr_change,
@@ -358,7 +361,7 @@ fn print_held_back(held_back: &[HeldBack]) {
 }
 
 /// The line for one change, Terraform style.
-fn change_line(change: &Change) -> String {
+pub(crate) fn change_line(change: &Change) -> String {
     let label = |summary: Option<&crate::plan::diff::PackageSummary>| {
         summary.map_or_else(String::new, |summary| summary.name.clone())
     };
@@ -431,7 +434,7 @@ fn change_line(change: &Change) -> String {
     }
 }
 
-fn summary_line(summary: &Summary) -> String {
+pub(crate) fn summary_line(summary: &Summary) -> String {
     let mut parts = vec![format!("{} to add", summary.add)];
     for (count, word) in [
         (summary.upgrade, "to upgrade"),

@@ -6,10 +6,12 @@
 
 mod debug;
 mod declarative;
+mod env;
 mod gc;
 mod generations;
 mod search;
 mod store;
+mod watch;
 
 use anstream::{eprintln, stderr};
 use anyhow::Context as _;
@@ -75,6 +77,20 @@ enum Command {
     Rollback(generations::RollbackArgs),
     /// Delete store paths that no generation or GC root reaches
     Gc(gc::GcArgs),
+    /// Apply the spec whenever it, its lockfile or a local source changes, until stopped
+    Watch(watch::WatchArgs),
+    /// Run a `nix-env` command line on declenv's profiles: queries and generation operations
+    /// act as `nix-env` does, writes edit the spec and apply it (`declenv env --help`)
+    #[command(disable_help_flag = true)]
+    Env {
+        /// `nix-env`'s operation, flags and arguments
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "NIX_ENV_ARGS"
+        )]
+        arguments: Vec<String>,
+    },
     /// Internal commands for benchmarks and tests
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
@@ -181,9 +197,16 @@ pub(crate) enum Outcome {
     Changes,
 }
 
-/// Runs the `declenv` binary with the process's arguments.
+/// Runs the `declenv` binary with the process's arguments; invoked as `nix-env` (a link or copy
+/// of that name), it is `declenv env`.
 #[must_use]
 pub fn main() -> ExitCode {
+    let arguments: Vec<String> = std::env::args_os()
+        .map(|argument| argument.to_string_lossy().into_owned())
+        .collect();
+    if let Some(run) = env_invocation(&arguments) {
+        return run();
+    }
     let cli = Cli::parse();
     let settings = Settings::resolve(&cli.global);
     // Under `--detailed-exitcode`, 2 means "changes", so errors exit with 1 (as Terraform).
@@ -203,6 +226,8 @@ pub fn main() -> ExitCode {
         Command::Generations(command) => generations::run(&settings, &command),
         Command::Rollback(args) => generations::rollback(&settings, &args),
         Command::Gc(args) => gc::run(&settings, &args),
+        Command::Watch(args) => watch::run(&settings, cli.lock, &args),
+        Command::Env { arguments } => return env::run(&settings, &arguments),
         Command::Debug(command) => debug::run(&settings, &command),
     };
     match result {
@@ -215,6 +240,52 @@ pub fn main() -> ExitCode {
             ExitCode::from(error_status)
         }
     }
+}
+
+/// `nix-env ARGS…` (by the program's name) and `declenv [GLOBAL OPTIONS] env ARGS…`: found
+/// before clap sees the arguments, since `nix-env`'s own `-f`, `-p` and `--help` must reach
+/// `env` untouched. declenv's options before `env` (`--root`, `--profile`, `--file`) still apply.
+fn env_invocation(arguments: &[String]) -> Option<impl FnOnce() -> ExitCode> {
+    let program = arguments.first()?;
+    let name = std::path::Path::new(program).file_name()?.to_string_lossy();
+    let (globals, rest) = if name == "nix-env" {
+        (vec![program.clone()], arguments[1..].to_vec())
+    } else {
+        let mut index = 1;
+        while let Some(argument) = arguments.get(index) {
+            match argument.as_str() {
+                "--root" | "--profile" | "--file" => index += 2,
+                "--locked" | "--frozen" => index += 1,
+                option
+                    if option.starts_with("--root=")
+                        || option.starts_with("--profile=")
+                        || option.starts_with("--file=") =>
+                {
+                    index += 1;
+                }
+                "env" => break,
+                _ => return None,
+            }
+        }
+        if arguments.get(index).map(String::as_str) != Some("env") {
+            return None;
+        }
+        let mut globals = arguments[..index].to_vec();
+        globals.push("env".to_owned());
+        (globals, arguments[index + 1..].to_vec())
+    };
+    Some(move || {
+        let mut prefix = globals;
+        if prefix.last().map(String::as_str) != Some("env") {
+            prefix.push("env".to_owned());
+        }
+        let cli = match Cli::try_parse_from(&prefix) {
+            Ok(cli) => cli,
+            Err(error) => error.exit(),
+        };
+        let settings = Settings::resolve(&cli.global);
+        env::run(&settings, &rest)
+    })
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -263,6 +334,9 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
         }
         if let Some(spec_error) = cause.downcast_ref::<crate::model::spec::SpecError>() {
             hints.extend(spec_error.hint.clone());
+        }
+        if let Some(watch_error) = cause.downcast_ref::<crate::watch::WatchError>() {
+            hints.extend(watch_error.hint());
         }
         if let Some(hinted) = cause.downcast_ref::<Hinted>() {
             hints.push(hinted.hint.clone());

@@ -1,5 +1,5 @@
 //! Data the rest of declenv reasons about: catalog entries, channel metadata, the profile spec,
-//! the lockfile and `manifest.nix`.
+//! the lockfile and `manifest.nix`; format-keeping edits of the spec.
 //!
 //! Pure: parsers take text and return values; nothing here touches the filesystem.
 
@@ -10,3 +10,4 @@ pub mod lockfile;
 pub mod manifest;
 pub mod packed;
 pub mod spec;
+pub mod spec_edit;
