@@ -249,6 +249,20 @@ pub fn lock_path_for(spec_path: &Path) -> PathBuf {
     spec_path.with_extension("lock")
 }
 
+/// Takes the lock that serialises every change of one spec and its lockfile (`declenv env`
+/// writes, `apply`, `lock`): `DIR/.NAME.edit-lock` beside the spec. `waiting` is called once,
+/// before blocking, when another process holds it.
+pub fn lock_spec_edits(
+    spec_path: &Path,
+    waiting: impl FnOnce(),
+) -> io::Result<crate::fs::FileLock> {
+    let directory = spec_path.parent().unwrap_or(Path::new("."));
+    let name = spec_path
+        .file_name()
+        .map_or_else(|| "profile.toml".into(), |name| name.to_string_lossy());
+    crate::fs::lock_exclusive(&directory.join(format!(".{name}.edit-lock")), waiting)
+}
+
 /// `sha256:<hex>` of some bytes.
 #[must_use]
 pub fn content_digest(bytes: &[u8]) -> String {

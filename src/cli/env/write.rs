@@ -57,11 +57,7 @@ pub(crate) fn lock_spec(context: &Context<'_>, spec_path: &Path) -> EnvResult<cr
             spec_path.display()
         )))
     })?;
-    let name = spec_path
-        .file_name()
-        .map_or_else(|| "profile.toml".into(), |name| name.to_string_lossy());
-    let lock_path = directory.join(format!(".{name}.edit-lock"));
-    crate::fs::lock_exclusive(&lock_path, || {
+    crate::profile::declarative::lock_spec_edits(spec_path, || {
         context.say.info(&format!(
             "waiting for lock on profile spec '{}'",
             spec_path.display()
@@ -69,7 +65,8 @@ pub(crate) fn lock_spec(context: &Context<'_>, spec_path: &Path) -> EnvResult<cr
     })
     .map_err(|error| {
         EnvError::Other(
-            anyhow::Error::new(error).context(format!("cannot lock `{}`", lock_path.display())),
+            anyhow::Error::new(error)
+                .context(format!("cannot lock the spec `{}`", spec_path.display())),
         )
     })
 }
