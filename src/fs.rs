@@ -4,20 +4,47 @@
 //! and a crash leaves at worst a stray temporary file; and exclusive file locks, which the
 //! kernel releases when their holder exits. Knows nothing about what it writes.
 
+use crate::fault::Point;
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, flushed and
 /// synced, then renamed over the target; the directory is synced so the rename is durable.
+/// The file keeps the permissions of the one it replaces (a new one gets `0644`).
+///
+/// Fault points ([`crate::fault`]): [`Point::Write`] before anything is created, and in the
+/// middle of the write (half the content in the temporary file) [`Point::LockfileWrite`] for a
+/// `*.lock` file or [`Point::SpecWrite`] for a `*.toml` one.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    crate::fault::inject(Point::Write)?;
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
+    let permissions = match std::fs::metadata(path) {
+        Ok(metadata) => metadata.permissions(),
+        Err(_) => std::fs::Permissions::from_mode(0o644),
+    };
     let mut temporary = tempfile::Builder::new()
         .prefix(".declenv-tmp-")
+        .permissions(permissions)
         .tempfile_in(directory)?;
-    temporary.write_all(contents)?;
+    let middle = match path.extension().and_then(|extension| extension.to_str()) {
+        Some("lock") => Some(Point::LockfileWrite),
+        Some("toml") => Some(Point::SpecWrite),
+        _ => None,
+    };
+    if let Some(point) = middle {
+        let (first, second) = contents.split_at(contents.len() / 2);
+        temporary.write_all(first)?;
+        temporary.as_file().sync_all()?;
+        crate::fault::inject(point)?;
+        temporary.write_all(second)?;
+    } else {
+        temporary.write_all(contents)?;
+    }
     temporary.as_file().sync_all()?;
     temporary.persist(path).map_err(|error| error.error)?;
     fs_err::File::open(directory)?.sync_all()?;
@@ -31,10 +58,24 @@ pub struct FileLock {
     _file: std::fs::File,
 }
 
+/// How long [`lock_exclusive`] waits for another holder before giving up (as long as the
+/// profile lock waits).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Takes an exclusive lock on `path`, creating the file if needed; calls `waiting` once, before
-/// blocking, when another process holds it. The file stays: removing a lock file while someone
-/// waits on it would let a third process lock a new file with the same name.
+/// waiting, when another process holds it, and fails with `TimedOut` after [`LOCK_TIMEOUT`].
+/// The file stays: removing a lock file while someone waits on it would let a third process
+/// lock a new file with the same name.
 pub fn lock_exclusive(path: &Path, waiting: impl FnOnce()) -> io::Result<FileLock> {
+    lock_exclusive_within(path, LOCK_TIMEOUT, waiting)
+}
+
+/// [`lock_exclusive`] with another timeout.
+pub fn lock_exclusive_within(
+    path: &Path,
+    timeout: Duration,
+    waiting: impl FnOnce(),
+) -> io::Result<FileLock> {
     let file = fs_err::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -42,15 +83,32 @@ pub fn lock_exclusive(path: &Path, waiting: impl FnOnce()) -> io::Result<FileLoc
         .open(path)?
         .into_parts()
         .0;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            waiting();
-            file.lock()?;
+    let started = Instant::now();
+    let mut waiting = Some(waiting);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(FileLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(error)) => return Err(error),
         }
-        Err(std::fs::TryLockError::Error(error)) => return Err(error),
+        if let Some(waiting) = waiting.take() {
+            waiting();
+        }
+        if started.elapsed() >= timeout {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "timed out after {} s waiting for the lock `{}`: another declenv command \
+                     holds it",
+                    started.elapsed().as_secs(),
+                    path.display()
+                ),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
-    Ok(FileLock { _file: file })
 }
 
 #[cfg(test)]
@@ -80,6 +138,23 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_held_too_long_times_out_with_a_clear_error() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("lock");
+        let _held = lock_exclusive(&path, || panic!("nobody holds it yet")).expect("lock");
+        let mut waited = false;
+        let error = lock_exclusive_within(&path, Duration::ZERO, || waited = true)
+            .expect_err("held by another");
+        assert!(waited);
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            error
+                .to_string()
+                .contains("another declenv command holds it")
+        );
+    }
+
+    #[test]
     fn replaces_content_and_leaves_no_temporary_files() {
         let directory = tempfile::tempdir().expect("tempdir");
         let target = directory.path().join("file");
@@ -91,6 +166,18 @@ mod tests {
             .map(|entry| entry.expect("entry").file_name())
             .collect();
         assert_eq!(names, [std::ffi::OsString::from("file")]);
+    }
+
+    #[test]
+    fn keeps_the_permissions_of_the_file_it_replaces() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let target = directory.path().join("profile.toml");
+        write_atomic(&target, b"new file").expect("first write");
+        let mode = |path: &Path| fs_err::metadata(path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&target), 0o644);
+        fs_err::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        write_atomic(&target, b"second").expect("second write");
+        assert_eq!(mode(&target), 0o640);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! | [`selector`] | pure | `nix-env` selectors (ERE name part, exact version part) |
 //! | [`model`] | pure | catalog entries and their parsers (JSON, channel metadata), `manifest.nix` |
 //! | [`plan`] | pure | choosing packages (Nix's selection rules), the environment layout, generation numbering and policies, what GC deletes |
+//! | [`fault`] | test hook | fault injection at named points (`DECLENV_FAULT`), inert unless set |
 //! | [`fs`] | I/O | atomic writes |
 //! | [`profile`] | I/O | realising packages, building environments, generations, the profile lock |
 //! | [`source`] | I/O | reading catalogs from disk, the parsed-catalog cache |
@@ -19,6 +20,7 @@
 #[doc(hidden)]
 pub mod cli;
 pub mod compat;
+pub mod fault;
 pub mod fs;
 pub mod model;
 pub mod plan;

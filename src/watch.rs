@@ -519,6 +519,10 @@ fn cycle(
     let started = Instant::now();
     let spec_path = &config.spec_path;
     let lock_path = declarative::lock_path_for(spec_path);
+    // Held for the whole cycle, serialised with `declenv env` writes as `declenv apply` is: a
+    // generation is never built from a spec such a write has since replaced. (A spec directory
+    // that cannot hold the lock file cannot be written by anyone else either.)
+    let _edit_lock = declarative::lock_spec_edits(spec_path, || {}).ok();
     let report = |outcome: Outcome,
                   generation: Option<u32>,
                   spec_hash: Option<String>,

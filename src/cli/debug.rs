@@ -54,6 +54,7 @@ pub(crate) fn run(settings: &Settings, command: &DebugCommand) -> anyhow::Result
                     }
                 })
                 .collect();
+            let gc_lock = profile.hold_gc_lock(LockOptions::default(), &mut |_| {})?;
             let built = build_environment(&store, &elements, &root.join("nix/var/declenv/tmp"))?;
             for warning in &built.warnings {
                 anstream::eprintln!("warning: {warning}");
@@ -68,6 +69,7 @@ pub(crate) fn run(settings: &Settings, command: &DebugCommand) -> anyhow::Result
                 LockOptions::default(),
                 &mut |_| {},
             )?;
+            drop(gc_lock);
             anstream::println!("{}", created.number);
             Ok(Outcome::Success)
         }

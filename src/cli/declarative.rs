@@ -16,7 +16,7 @@ use anstream::{eprintln, println};
 use anyhow::Context as _;
 use owo_colors::OwoColorize;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -217,6 +217,51 @@ fn lock_spec(
     Ok((spec_file, sources, locked))
 }
 
+/// Takes the spec's edit lock ([`declarative::lock_spec_edits`]) for `apply`, to hold until the
+/// switch, and checks that the spec and lockfile are still what `apply` read: so `apply` is
+/// serialised with `declenv env` writes, and never builds a generation from a spec such a
+/// write has since replaced. A directory that cannot hold the lock file (read-only) cannot be
+/// written by anyone else either.
+fn hold_spec_edits(
+    spec_file: &SpecFile,
+    locked: &Locked,
+) -> anyhow::Result<Option<crate::fs::FileLock>> {
+    let path = &spec_file.path;
+    let waiting = || {
+        eprintln!(
+            "{}",
+            format!("waiting for lock on profile spec `{}`", path.display()).dimmed()
+        );
+    };
+    let lock = match declarative::lock_spec_edits(path, waiting) {
+        Ok(lock) => Some(lock),
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            None
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error)
+                .context(format!("cannot lock the spec `{}`", path.display())));
+        }
+    };
+    let spec_now = std::fs::read(path).ok();
+    let lock_now = std::fs::read_to_string(declarative::lock_path_for(path)).ok();
+    if spec_now.as_deref() != Some(spec_file.text.as_bytes()) || lock_now != locked.base {
+        return Err(anyhow::Error::new(super::Hinted {
+            message: format!(
+                "the spec `{}` or its lockfile changed while this ran; nothing was applied",
+                path.display()
+            ),
+            hint: "run `declenv apply` again".to_owned(),
+        }));
+    }
+    Ok(lock)
+}
+
 /// Writes the lockfile [`lock_spec`] resolved, if its content changed; never under `--locked`
 /// or `--frozen`, which do not change it.
 fn save_lock(spec_file: &SpecFile, locked: &mut Locked, mode: LockMode) -> anyhow::Result<()> {
@@ -224,7 +269,24 @@ fn save_lock(spec_file: &SpecFile, locked: &mut Locked, mode: LockMode) -> anyho
         return Ok(());
     }
     let path = declarative::lock_path_for(&spec_file.path);
-    declarative::write_lockfile(locked, &path)?;
+    let current = declarative::write_lockfile_if_current(locked, spec_file, || {
+        eprintln!(
+            "{}",
+            format!(
+                "waiting for lock on profile spec `{}`",
+                spec_file.path.display()
+            )
+            .dimmed()
+        );
+    })?;
+    if !current {
+        eprintln!(
+            "{} the spec or its lockfile changed while this command ran; lockfile `{}` was \
+             left as it is now",
+            "warning:".yellow().bold(),
+            path.display()
+        );
+    }
     if locked.written {
         eprintln!(
             "{}",
@@ -287,14 +349,21 @@ pub(crate) fn lock(
     }
     let existing = LockFile::read(&spec_file.path)?;
     let sources = declarative::load_sources(spec_file.spec(), &settings.catalog_cache())?;
+    // Resolved in memory, then written only if no write replaced the spec or lockfile meanwhile
+    // (`write_lockfile_if_current`).
+    let in_memory = if mode == LockMode::Update {
+        LockMode::InMemory
+    } else {
+        mode
+    };
     let result = declarative::lock(
         &spec_file,
         &sources,
         &existing,
         &resolve_options(update, args.allow_attr_change),
-        mode,
+        in_memory,
     );
-    let locked = match result {
+    let mut locked = match result {
         Err(declarative::DeclarativeError::Stale { reason, .. }) if args.check => {
             eprintln!(
                 "{} lockfile `{}` is out of date: {reason}",
@@ -306,6 +375,17 @@ pub(crate) fn lock(
         }
         other => other?,
     };
+    if mode == LockMode::Update
+        && !declarative::write_lockfile_if_current(&mut locked, &spec_file, || {})?
+    {
+        return Err(anyhow::Error::new(super::Hinted {
+            message: format!(
+                "the spec `{}` or its lockfile changed while this ran; nothing was written",
+                spec_file.path.display()
+            ),
+            hint: "run `declenv lock` again".to_owned(),
+        }));
+    }
     if args.json {
         let document = LockJson {
             schema: SchemaVersion { version: 1 },
@@ -581,15 +661,24 @@ struct ApplyJson<'a> {
     reused: bool,
     /// What the environment builder skipped.
     warnings: &'a [String],
+    /// The store paths fetched from each substituter (by its entry in the spec).
+    fetched: BTreeMap<String, Vec<String>>,
 }
 
 fn report(message: &ProfileMessage) {
-    if let ProfileMessage::WaitingForLock { profile } = message {
-        eprintln!(
-            "{}",
-            format!("waiting for the lock on profile `{}`", profile.display()).dimmed()
-        );
-    }
+    let text = match message {
+        ProfileMessage::WaitingForLock { profile } => {
+            format!("waiting for the lock on profile `{}`", profile.display())
+        }
+        ProfileMessage::WaitingForGc { lock } => {
+            format!(
+                "waiting for the garbage collector's lock `{}`",
+                lock.display()
+            )
+        }
+        _ => return,
+    };
+    eprintln!("{}", text.dimmed());
 }
 
 fn confirm(plan: &Plan) -> anyhow::Result<bool> {
@@ -659,6 +748,7 @@ pub(crate) fn apply(
                 generation: plan.generation,
                 reused: true,
                 warnings: &[],
+                fetched: BTreeMap::new(),
             };
             println!("{}", serde_json::to_string_pretty(&document)?);
         } else {
@@ -691,6 +781,23 @@ pub(crate) fn apply(
     } else {
         indicatif::ProgressBar::hidden()
     };
+    // A lockfile that has to change but cannot be written fails here, before anything changes
+    // rather than after the switch.
+    if mode == LockMode::Update && locked.changed {
+        let directory = spec_file.path.parent().unwrap_or(Path::new("."));
+        tempfile::tempfile_in(directory).map_err(|error| {
+            anyhow::Error::new(super::Hinted {
+                message: format!(
+                    "cannot write lockfile `{}`: {error}",
+                    declarative::lock_path_for(&spec_file.path).display()
+                ),
+                hint: "make the spec's directory writable, or apply with `--frozen` once the \
+                       lockfile covers the spec"
+                    .to_owned(),
+            })
+        })?;
+    }
+    let edit_lock = hold_spec_edits(&spec_file, &locked)?;
     let root = settings.require_root()?;
     let scratch = root.join("nix/var/declenv/tmp");
     let applied = declarative::apply(
@@ -710,9 +817,15 @@ pub(crate) fn apply(
     );
     progress.finish_and_clear();
     let applied = applied?;
+    drop(edit_lock);
     save_lock(&spec_file, &mut locked, mode)?;
     for warning in &applied.warnings {
         eprintln!("{} {warning}", "warning:".yellow().bold());
+    }
+    for (cache, paths) in &applied.fetched {
+        let count = paths.len();
+        let noun = if count == 1 { "path" } else { "paths" };
+        eprintln!("fetched {count} {noun} from `{cache}`");
     }
     if args.json {
         let document = ApplyJson {
@@ -721,6 +834,7 @@ pub(crate) fn apply(
             generation: Some(applied.generation.number),
             reused: applied.generation.reused,
             warnings: &applied.warnings,
+            fetched: applied.fetched.clone(),
         };
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {

@@ -136,7 +136,9 @@ impl Say {
     /// Nix's wording for a profile message.
     fn profile(self, message: &ProfileMessage) {
         match message {
-            ProfileMessage::WaitingForLock { .. } | ProfileMessage::Switching(_) => {
+            ProfileMessage::WaitingForLock { .. }
+            | ProfileMessage::WaitingForGc { .. }
+            | ProfileMessage::Switching(_) => {
                 self.info(&message.to_string());
             }
             ProfileMessage::Removing { .. } | ProfileMessage::WouldRemove { .. } => {
@@ -305,7 +307,12 @@ impl Context<'_> {
 
     /// The store directory of the embedded store, without creating anything.
     pub(crate) fn store_dir(&self) -> EnvResult<StoreDir> {
+        // The canonical store directory, as the store computes paths with (a relative or
+        // symlinked `--root` names the same store).
         let path = self.root()?.join("nix/store");
+        let path = std::fs::canonicalize(&path)
+            .or_else(|_| std::path::absolute(&path))
+            .unwrap_or(path);
         StoreDir::new(&path.to_string_lossy())
             .map_err(|error| EnvError::Other(anyhow::Error::new(error)))
     }

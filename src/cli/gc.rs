@@ -2,7 +2,9 @@
 
 use super::{Outcome, Schema, Settings};
 use crate::plan::generations::DeletePolicy;
-use crate::profile::{LockOptions, Profile, ProfileLayout, ProfileMessage};
+use crate::profile::{
+    GcLock, GcLockMode, LockOptions, Profile, ProfileLayout, ProfileMessage, gc_lock,
+};
 use crate::store::gc;
 use owo_colors::OwoColorize;
 use serde::Serialize;
@@ -111,7 +113,21 @@ pub(crate) fn run(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome>
             });
         }
     }
+    // Exclusive: no command that has added paths and not yet rooted them runs meanwhile.
+    let gc_lock = GcLock::acquire(
+        &gc_lock::lock_path(root),
+        GcLockMode::Exclusive,
+        LockOptions::default().timeout,
+        &mut || {
+            anstream::eprintln!(
+                "{}",
+                "waiting for running declenv commands to link what they added to the store"
+                    .dimmed()
+            );
+        },
+    )?;
     let report = gc::collect(&store, root, only_report)?;
+    drop(gc_lock);
     let stdout = anstream::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let strings = |paths: &[crate::store::StorePath]| -> Vec<String> {

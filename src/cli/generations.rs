@@ -66,6 +66,12 @@ fn report(message: &ProfileMessage) {
         ProfileMessage::WaitingForLock { profile } => {
             format!("waiting for the lock on profile `{}`", profile.display())
         }
+        ProfileMessage::WaitingForGc { lock } => {
+            format!(
+                "waiting for the garbage collector's lock `{}`",
+                lock.display()
+            )
+        }
         ProfileMessage::Switching(switch) => match switch.from {
             Some(from) => format!("switching from generation {from} to {}", switch.to),
             None => format!("switching to generation {}", switch.to),

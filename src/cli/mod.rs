@@ -327,6 +327,9 @@ fn hints(error: &anyhow::Error) -> Vec<String> {
         if let Some(store_error) = cause.downcast_ref::<crate::store::StoreError>() {
             hints.extend(store_error.hint());
         }
+        if let Some(transfer_error) = cause.downcast_ref::<crate::store::TransferError>() {
+            hints.extend(transfer_error.hint());
+        }
         if let Some(declarative_error) =
             cause.downcast_ref::<crate::profile::declarative::DeclarativeError>()
         {

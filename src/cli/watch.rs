@@ -324,12 +324,19 @@ impl Reporter for Printer<'_> {
     }
 
     fn profile_message(&mut self, message: &ProfileMessage) {
-        if let ProfileMessage::WaitingForLock { profile } = message {
-            say(&format!(
-                "{}",
-                format!("waiting for the lock on profile `{}`", profile.display()).dimmed()
-            ));
-        }
+        let text = match message {
+            ProfileMessage::WaitingForLock { profile } => {
+                format!("waiting for the lock on profile `{}`", profile.display())
+            }
+            ProfileMessage::WaitingForGc { lock } => {
+                format!(
+                    "waiting for the garbage collector's lock `{}`",
+                    lock.display()
+                )
+            }
+            _ => return,
+        };
+        say(&format!("{}", text.dimmed()));
     }
 
     fn outcome(&mut self, report: Report) {

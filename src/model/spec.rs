@@ -23,6 +23,12 @@ pub const SPEC_VERSION: u32 = 1;
 pub struct SpecDocument {
     /// The format version of this file; this declenv reads version 1.
     pub version: u32,
+    /// Binary caches `apply` fetches missing store paths from, in order, before it adds a
+    /// package's tree from its source or fails: `file:///DIR` URLs, or directories relative
+    /// to this file, holding caches in Nix's layout (`declenv store copy --to`, `nix copy --to
+    /// 'file:///DIR?compression=none'`). Every archive fetched is checked against its hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub substituters: Vec<String>,
     /// Where packages come from, by name, in the order they are searched.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub sources: IndexMap<String, SourceSpec>,
@@ -102,6 +108,15 @@ pub enum SourceKind {
     Catalog,
 }
 
+/// A binary cache `apply` fetches store paths from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Substituter {
+    /// The entry as written.
+    pub written: String,
+    /// The cache's directory, resolved against the spec's directory.
+    pub directory: PathBuf,
+}
+
 /// How a package is selected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
@@ -150,6 +165,8 @@ pub struct Spec {
     pub sources: Vec<Source>,
     /// The packages, in file order.
     pub packages: Vec<PackageRequest>,
+    /// The binary caches to fetch missing store paths from, in order.
+    pub substituters: Vec<Substituter>,
 }
 
 /// The hint for text that is not TOML.
@@ -316,6 +333,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
             path: directory.join(written),
         });
     }
+    let mut substituters = Vec::new();
+    for written in &document.substituters {
+        let directory = substituter_directory(written, directory).map_err(|(message, hint)| {
+            located(span_of(&["substituters"], false), message, Some(hint))
+        })?;
+        substituters.push(Substituter {
+            written: written.clone(),
+            directory,
+        });
+    }
     let mut packages = Vec::new();
     for (id, package) in &document.packages {
         let field = |name: &str| span_of(&["packages", id, name], false);
@@ -438,10 +465,54 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
         });
     }
     Ok(Parsed {
-        spec: Spec { sources, packages },
+        spec: Spec {
+            sources,
+            packages,
+            substituters,
+        },
         document,
         warnings,
     })
+}
+
+/// The directory of a substituter: a `file:///DIR` URL (Nix's parameters after `?` are
+/// allowed; only `compression=none` can be read), or a directory relative to the spec's.
+fn substituter_directory(
+    written: &str,
+    spec_directory: &Path,
+) -> Result<PathBuf, (String, String)> {
+    let local = "declenv fetches from binary caches on a local file system: write `file:///DIR` or a directory".to_owned();
+    if let Some(rest) = written.strip_prefix("file://") {
+        let (path, parameters) = rest.split_once('?').unwrap_or((rest, ""));
+        if !path.starts_with('/') {
+            return Err((
+                format!("substituter `{written}` does not name an absolute directory"),
+                "write `file:///DIR` (three slashes), or a directory relative to the spec"
+                    .to_owned(),
+            ));
+        }
+        if let Some(compression) = parameters
+            .split('&')
+            .filter_map(|parameter| parameter.strip_prefix("compression="))
+            .find(|compression| *compression != "none")
+        {
+            return Err((
+                format!("substituter `{written}` is compressed with `{compression}`, which declenv cannot read"),
+                "write the cache uncompressed (`declenv store copy --to`, or `nix copy --to 'file:///DIR?compression=none'`)".to_owned(),
+            ));
+        }
+        return Ok(PathBuf::from(path));
+    }
+    if written.is_empty() {
+        return Err(("a substituter is empty".to_owned(), local));
+    }
+    if written.contains("://") {
+        return Err((
+            format!("substituter `{written}` is not supported"),
+            local + " (`http://` caches are not supported)",
+        ));
+    }
+    Ok(spec_directory.join(written))
 }
 
 /// `sha256:<hex>` of the entry's canonical JSON.
@@ -513,6 +584,36 @@ store-path = "/nix/store/aaaa-tool-1.0"
             spec.packages[2].selection,
             Selection::StorePath(_)
         ));
+    }
+
+    #[test]
+    fn substituters_are_file_urls_or_directories() {
+        let parsed = parse_text(
+            "version = 1\nsubstituters = [\"file:///srv/cache?compression=none\", \"cache\"]\n",
+        )
+        .unwrap();
+        let directories: Vec<&Path> = parsed
+            .spec
+            .substituters
+            .iter()
+            .map(|substituter| substituter.directory.as_path())
+            .collect();
+        assert_eq!(
+            directories,
+            [Path::new("/srv/cache"), Path::new("/home/u/dotfiles/cache")]
+        );
+        for (value, message) in [
+            ("http://cache.example", "not supported"),
+            ("file://relative", "absolute directory"),
+            ("file:///srv/cache?compression=xz", "compressed with `xz`"),
+            ("", "empty"),
+        ] {
+            let error =
+                parse_text(&format!("version = 1\nsubstituters = [\"{value}\"]\n")).unwrap_err();
+            assert!(error.message.contains(message), "{value}: {error}");
+            assert_eq!((error.line, error.column), (2, 16), "{value}");
+            assert!(error.hint.is_some());
+        }
     }
 
     #[test]

@@ -20,7 +20,10 @@ use crate::plan::diff::{self, Change, ChangeKind, Diff, Side};
 use crate::plan::layout::{self, LayoutError};
 use crate::plan::resolve::{self, Decision, HeldBack, ResolveError, ResolveOptions};
 use crate::source::{CacheDirectory, SourceError};
-use crate::store::{EmbeddedStore, StoreDir, StoreError, nar, nixbase32, path::source_store_path};
+use crate::store::{
+    BinaryCache, EmbeddedStore, StoreDir, StoreError, TransferError, nar, nixbase32,
+    path::source_store_path,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -152,6 +155,20 @@ pub enum DeclarativeError {
         /// The path the tree gives now.
         found: String,
     },
+    /// Fetching a path from a substituter failed (a damaged cache); nothing of it was
+    /// registered.
+    #[error("cannot fetch package `{id}` (`{path}`) from substituter `{cache}`")]
+    Substitute {
+        /// The id.
+        id: String,
+        /// The store path.
+        path: String,
+        /// The substituter.
+        cache: String,
+        /// Why.
+        #[source]
+        source: Box<TransferError>,
+    },
     /// A locked store path is missing and no source ships its tree.
     #[error(
         "package `{id}` is not available: `{path}` does not exist and no source ships its tree"
@@ -236,6 +253,11 @@ impl DeclarativeError {
                 "build or fetch it with Nix, or run `declenv lock --update {id}` to pick what the sources offer now"
             )),
             Self::StalePlan { .. } => Some("run `declenv plan -o FILE` again".to_owned()),
+            Self::Substitute { source, cache, .. } => source.hint().or_else(|| {
+                Some(format!(
+                    "repair `{cache}`, or remove it from `substituters` to add the package from its source"
+                ))
+            }),
             Self::Build(error) => error.hint(),
             Self::Profile(error) => error.hint(),
             _ => None,
@@ -403,6 +425,9 @@ pub struct Locked {
     pub dropped: Vec<String>,
     /// Packages held back from newer versions.
     pub held_back: Vec<HeldBack>,
+    /// The lockfile's text when it was read (`None`: there was none): what
+    /// [`write_lockfile_if_current`] expects to replace.
+    pub base: Option<String>,
 }
 
 /// Resolves the spec into a lockfile and writes it when its content changed (in
@@ -521,6 +546,7 @@ pub fn lock(
         relocked,
         dropped,
         held_back,
+        base: existing.text.clone(),
     })
 }
 
@@ -540,6 +566,41 @@ pub fn write_lockfile(locked: &mut Locked, path: &Path) -> Result<(), Declarativ
         locked.written = true;
     }
     Ok(())
+}
+
+/// Writes the lockfile [`lock`] resolved in memory, as [`write_lockfile`] does, but only if the
+/// spec and the lockfile on disk are still the ones it was resolved from: checked and written
+/// under the spec's edit lock ([`lock_spec_edits`]; `waiting` is called if another command
+/// holds it), so that a command that read them before a `declenv env` write replaced them
+/// never brings back an older lockfile. Returns `false`, writing nothing, when they moved: the
+/// newer files stand, and the next run locks from them.
+pub fn write_lockfile_if_current(
+    locked: &mut Locked,
+    spec_file: &SpecFile,
+    waiting: impl FnOnce(),
+) -> Result<bool, DeclarativeError> {
+    if !locked.changed || locked.written {
+        return Ok(true);
+    }
+    let path = lock_path_for(&spec_file.path);
+    let io_error = |action, source| DeclarativeError::LockfileIo {
+        action,
+        path: path.clone(),
+        source,
+    };
+    let _edit_lock =
+        lock_spec_edits(&spec_file.path, waiting).map_err(|source| io_error("lock", source))?;
+    let spec_now = std::fs::read(&spec_file.path).ok();
+    let lock_now = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(source) => return Err(io_error("read", source)),
+    };
+    if spec_now.as_deref() != Some(spec_file.text.as_bytes()) || lock_now != locked.base {
+        return Ok(false);
+    }
+    write_lockfile(locked, &path)?;
+    Ok(true)
 }
 
 fn quoted(ids: &[String]) -> String {
@@ -1086,6 +1147,8 @@ pub struct Applied {
     pub generation: CreatedGeneration,
     /// What the builder skipped.
     pub warnings: Vec<String>,
+    /// The store paths fetched from each substituter (by its entry in the spec).
+    pub fetched: BTreeMap<String, Vec<String>>,
 }
 
 /// Where an apply acts.
@@ -1114,11 +1177,23 @@ pub fn apply(
         profile,
         scratch,
     } = target;
+    // Held until the generation roots what this adds (or finds valid): no collection between.
+    let _gc_lock = profile.hold_gc_lock(LockOptions::default(), report)?;
     let mut elements = Vec::new();
     let mut ids = BTreeMap::new();
+    let caches: Vec<BinaryCache> = spec_file
+        .spec()
+        .substituters
+        .iter()
+        .map(|substituter| BinaryCache::named(&substituter.written, &substituter.directory))
+        .collect();
+    let mut fetched = BTreeMap::new();
     for wanted in &planned.desired {
         progress(&wanted.element.name);
         for (output, (expected, tree)) in &wanted.outputs {
+            if substitute(store, &caches, &wanted.id, expected, &mut fetched)? {
+                continue;
+            }
             match tree {
                 Some(tree) => {
                     let added = store
@@ -1174,7 +1249,59 @@ pub fn apply(
     Ok(Applied {
         generation,
         warnings: built.warnings,
+        fetched,
     })
+}
+
+/// Fetches `expected` with its closure from the first substituter that has it, when it is a
+/// path of this store that is not valid; whether it did. Paths already valid are left to the
+/// caller (a source's tree is still checked against the lockfile), and so are paths no
+/// substituter has. A damaged cache is an error, as in Nix without `--fallback`.
+fn substitute(
+    store: &EmbeddedStore,
+    caches: &[BinaryCache],
+    id: &str,
+    expected: &str,
+    fetched: &mut BTreeMap<String, Vec<String>>,
+) -> Result<bool, DeclarativeError> {
+    if caches.is_empty() {
+        return Ok(false);
+    }
+    let Ok(path) = store.parse_path(expected) else {
+        return Ok(false);
+    };
+    let store_error = |source| DeclarativeError::Store {
+        id: id.to_owned(),
+        source: Box::new(source),
+    };
+    if store.is_valid(&path).map_err(store_error)? {
+        return Ok(false);
+    }
+    let error = |cache: &str, source| DeclarativeError::Substitute {
+        id: id.to_owned(),
+        path: expected.to_owned(),
+        cache: cache.to_owned(),
+        source: Box::new(source),
+    };
+    for cache in caches {
+        match store.cache_has(cache, &path) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            // A cache not there (not mounted, not written yet) has nothing; a damaged one, or
+            // one for another store, is an error.
+            Err(_) if !cache.is_present() => continue,
+            Err(source) => return Err(error(cache.url(), source)),
+        }
+        let copied = store
+            .copy_from_cache(cache, std::slice::from_ref(&path))
+            .map_err(|source| error(cache.url(), source))?;
+        fetched
+            .entry(cache.url().to_owned())
+            .or_default()
+            .extend(copied.added.iter().map(ToString::to_string));
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Checks that a saved plan still describes the state on disk.

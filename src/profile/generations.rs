@@ -24,8 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
+use super::gc_lock::{GcLock, GcLockError, GcLockMode};
 use super::lock::{LockOptions, ProfileLock};
 use super::{LockError, ProfileMessage, describe_io_error};
+use crate::fault::Point;
 use crate::plan::generations::{
     self as rules, DeletePolicy, Generation, GenerationNumbersExhausted, HighestGeneration,
     NextGeneration, Switch, SwitchError,
@@ -45,17 +47,20 @@ pub struct ProfileLayout {
     pub gcroots_auto: PathBuf,
     /// declenv's generation metadata, one directory per profile.
     pub metadata: PathBuf,
+    /// The garbage collector's lock ([`super::gc_lock`]).
+    pub gc_lock: PathBuf,
 }
 
 impl ProfileLayout {
-    /// The layout of a Nix chroot store at `root`: `ROOT/nix/var/nix/gcroots/auto` and
-    /// `ROOT/nix/var/declenv/generations`.
+    /// The layout of a Nix chroot store at `root`: `ROOT/nix/var/nix/gcroots/auto`,
+    /// `ROOT/nix/var/declenv/generations` and `ROOT/nix/var/declenv/gc.lock`.
     #[must_use]
     pub fn under_root(root: &Path) -> Self {
         let var = root.join("nix").join("var");
         Self {
             gcroots_auto: var.join("nix").join("gcroots").join("auto"),
             metadata: var.join("declenv").join("generations"),
+            gc_lock: super::gc_lock::lock_path(root),
         }
     }
 }
@@ -72,6 +77,9 @@ pub enum ProfileError {
     /// Taking the profile lock failed.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// Taking the garbage collector's lock failed.
+    #[error(transparent)]
+    GcLock(#[from] GcLockError),
     /// The profile's directory could not be read.
     #[error("cannot read directory `{}` of profile `{}`", directory.display(), profile.display())]
     ReadDirectory {
@@ -234,6 +242,7 @@ impl ProfileError {
     pub fn hint(&self) -> Option<String> {
         match self {
             Self::Lock(error) => error.hint(),
+            Self::GcLock(error) => error.hint(),
             Self::Changed { .. } => {
                 Some("another command changed the profile; run this one again".to_owned())
             }
@@ -508,6 +517,23 @@ impl Profile {
         })
     }
 
+    /// Takes the garbage collector's lock shared, for as long as store paths added for this
+    /// profile are not yet rooted by a generation link (see [`super::gc_lock`]), reporting
+    /// [`ProfileMessage::WaitingForGc`] if a collection makes it wait.
+    pub fn hold_gc_lock(
+        &self,
+        options: LockOptions,
+        report: &mut dyn FnMut(&ProfileMessage),
+    ) -> Result<GcLock, ProfileError> {
+        let path = &self.layout.gc_lock;
+        Ok(GcLock::acquire(
+            path,
+            GcLockMode::Shared,
+            options.timeout,
+            &mut || report(&ProfileMessage::WaitingForGc { lock: path.clone() }),
+        )?)
+    }
+
     /// The generations, read without the lock (a snapshot that may be stale at once).
     pub fn generations_unlocked(&self) -> Result<Generations, ProfileError> {
         let token = self.read_token()?;
@@ -727,6 +753,15 @@ impl LockedProfile<'_> {
                 // A run killed between making this link and its root may have left it without
                 // one; reusing it must not leave the environment unprotected from GC.
                 self.write_gc_root(&path)?;
+                // One killed before the metadata left the generation without the spec and
+                // lockfile it was built from: this run built the same environment, so its own
+                // record describes it.
+                if let Some(entry) = generations.entry(number)
+                    && entry.is_symlink
+                    && profile.read_metadata(entry)?.is_none()
+                {
+                    self.write_companions(&path, target, number, &generations, provenance)?;
+                }
                 return Ok(CreatedGeneration {
                     number,
                     path,
@@ -762,6 +797,13 @@ impl LockedProfile<'_> {
         // The root first: a crash before the link leaves only a stale root (GC removes it); a
         // crash after never leaves a generation GC could take from under the profile.
         self.write_gc_root(&link)?;
+        crate::fault::inject(Point::GenerationBeforeLink).map_err(|source| {
+            ProfileError::WriteLink {
+                profile: profile.path.clone(),
+                path: link.clone(),
+                source,
+            }
+        })?;
         self.write_link(&link, target)?;
         let created = match self.write_companions(&link, target, number, &generations, provenance) {
             Ok(()) => CreatedGeneration {
@@ -831,6 +873,7 @@ impl LockedProfile<'_> {
             .map_err(write_error)?;
         json.push(b'\n');
         std::fs::create_dir_all(profile.metadata_directory()).map_err(write_error)?;
+        crate::fault::inject(Point::GenerationBeforeMetadata).map_err(write_error)?;
         crate::fs::write_atomic(&path, &json).map_err(write_error)
     }
 
@@ -902,7 +945,9 @@ impl LockedProfile<'_> {
                 Err(source) => return Err(write_error(source)),
             }
         };
-        if let Err(source) = std::fs::rename(&temporary, &profile.path) {
+        if let Err(source) = crate::fault::inject(Point::ProfileBeforeSwitch)
+            .and_then(|()| std::fs::rename(&temporary, &profile.path))
+        {
             let _ = std::fs::remove_file(&temporary);
             return Err(write_error(source));
         }
@@ -1027,7 +1072,9 @@ impl LockedProfile<'_> {
                 number: entry.number,
             });
             let path = profile.directory.join(&entry.file_name);
-            match std::fs::remove_file(&path) {
+            match crate::fault::inject(Point::GenerationBeforeUnlink)
+                .and_then(|()| std::fs::remove_file(&path))
+            {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Err(source) => {
@@ -1131,6 +1178,31 @@ mod tests {
             profile.gc_root_path(&profile.generation_path(1)),
             Path::new("/r/nix/var/nix/gcroots/auto/a70md7f4b77068gmas32lnnxra2m95r9")
         );
+    }
+
+    #[test]
+    fn reusing_a_generation_left_without_metadata_writes_it() {
+        let fixture = fixture();
+        commit(&fixture, "env-1");
+        // A run killed after making generation 2's link, before its metadata.
+        let created = commit(&fixture, "env-2");
+        std::fs::remove_file(fixture.profile.metadata_path(created.number)).expect("remove");
+        let lock = fixture
+            .profile
+            .lock(LockOptions::default(), &mut |_| {})
+            .expect("lock");
+        lock.switch_to(1).expect("switch back");
+        lock.unlock();
+        let reused = commit(&fixture, "env-2");
+        assert_eq!((reused.number, reused.reused), (2, true));
+        let generations = fixture.profile.generations_unlocked().expect("generations");
+        let entry = generations.entry(2).expect("generation 2");
+        let metadata = fixture
+            .profile
+            .read_metadata(entry)
+            .expect("read")
+            .expect("written on reuse");
+        assert_eq!(metadata.command, ["test"]);
     }
 
     #[test]

@@ -96,6 +96,19 @@ impl LockError {
             Self::Open { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 Some("the profile's directory must exist".to_owned())
             }
+            Self::Open {
+                source, lock_path, ..
+            } if matches!(
+                source.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+            {
+                Some(format!(
+                    "the profile's directory `{}` is not writable by you: use a profile of your \
+                     own (`--profile PATH`), or run this as the directory's owner",
+                    lock_path.parent().unwrap_or(Path::new("/")).display()
+                ))
+            }
             Self::Open { .. } | Self::Lock { .. } => None,
         }
     }

@@ -7,11 +7,13 @@
 
 pub mod build;
 pub mod declarative;
+pub mod gc_lock;
 pub mod generations;
 pub mod init;
 pub mod lock;
 pub mod realise;
 
+pub use gc_lock::{GcLock, GcLockError, GcLockMode};
 pub use generations::{
     CreatedGeneration, DeclarativeRecord, DiscoveredGeneration, GenerationMetadata, Generations,
     LockedProfile, Profile, ProfileError, ProfileLayout, ProfileToken, Provenance,
@@ -31,6 +33,12 @@ pub enum ProfileMessage {
     WaitingForLock {
         /// The profile.
         profile: PathBuf,
+    },
+    /// A garbage collection holds the GC lock (or, for the collector, commands that add to
+    /// the store do); we wait for it.
+    WaitingForGc {
+        /// The lock file.
+        lock: PathBuf,
     },
     /// The profile link moves (also reported under `--dry-run`, where nothing moves).
     Switching(Switch),
@@ -57,6 +65,11 @@ impl fmt::Display for ProfileMessage {
                     profile.display()
                 )
             }
+            Self::WaitingForGc { lock } => write!(
+                formatter,
+                "waiting for the garbage collector's lock '{}'",
+                lock.display()
+            ),
             Self::Switching(switch) => switch.fmt(formatter),
             Self::Removing { number } => write!(formatter, "removing profile version {number}"),
             Self::WouldRemove { number } => {

@@ -29,7 +29,17 @@
 //! Paths are computed as `nix-store --add` computes them for the same store directory (the
 //! canonical absolute path of `ROOT/nix/store`), so the same tree gets the same path in
 //! declenv and in Nix.
+//!
+//! Paths also come from other stores, with the references and deriver recorded there: a
+//! `nix-store --export` stream ([`export`]), a binary cache ([`binary_cache`]) or another root
+//! ([`EmbeddedStore::copy_closure_to`]). Every archive is unpacked into a temporary entry and
+//! checked first; then the paths are registered together, references first, under the same
+//! invariant (`transfer.rs`). A root can also be opened as a chroot store of another store
+//! directory ([`EmbeddedStore::open_relocated`]), as `nix copy --to ROOT` writes one.
 
+pub mod binary_cache;
+mod closure;
+pub mod export;
 pub mod gc;
 mod link_tree;
 pub mod nar;
@@ -37,13 +47,18 @@ pub mod nixbase32;
 pub mod path;
 mod references;
 mod registration;
+mod transfer;
 mod tree;
 
+pub use binary_cache::{BinaryCache, NarInfo};
+pub use closure::Query;
 pub use link_tree::{LinkEntry, LinkTree, LinkTreeError, LinkTreeProblem};
 pub use nar::{NarDigest, NarError};
 pub use path::{StoreDir, StorePath, StorePathError};
 pub use registration::PathInfo;
+pub use transfer::{Copied, TransferError};
 
+use crate::fault::{self, Point};
 use references::ReferenceScanner;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -279,6 +294,18 @@ impl EmbeddedStore {
     /// Opens the store under `root`, creating its directories if needed. The store directory
     /// is canonicalised (symlinks resolved), because its string is part of every path's hash.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        Self::open_with(root, None)
+    }
+
+    /// Opens the store under `root` as a Nix chroot store of `store_dir`: paths are named for
+    /// `store_dir` (as `nix copy --to ROOT` names them, for a store that will be used at
+    /// `store_dir`), their trees and registrations live under `root`. A root opened this way
+    /// holds what a root at `store_dir`'s place would hold, and becomes one when moved there.
+    pub fn open_relocated(root: &Path, store_dir: StoreDir) -> Result<Self, StoreError> {
+        Self::open_with(root, Some(store_dir))
+    }
+
+    fn open_with(root: &Path, store_dir: Option<StoreDir>) -> Result<Self, StoreError> {
         let store = root.join("nix").join("store");
         let state = root.join("nix").join("var").join("declenv").join("store");
         let valid_directory = state.join("valid");
@@ -286,12 +313,17 @@ impl EmbeddedStore {
             fs::create_dir_all(directory).map_err(io_error(directory, "create"))?;
         }
         let store_directory = fs::canonicalize(&store).map_err(io_error(&store, "resolve"))?;
-        let text = store_directory
-            .to_str()
-            .ok_or_else(|| StoreError::NonUtf8StoreDir {
-                path: store_directory.clone(),
-            })?;
-        let store_dir = StoreDir::new(text)?;
+        let store_dir = match store_dir {
+            Some(store_dir) => store_dir,
+            None => {
+                let text = store_directory
+                    .to_str()
+                    .ok_or_else(|| StoreError::NonUtf8StoreDir {
+                        path: store_directory.clone(),
+                    })?;
+                StoreDir::new(text)?
+            }
+        };
         Ok(Self {
             store_dir,
             store_directory,
@@ -323,6 +355,7 @@ impl EmbeddedStore {
         self.refuse_source_containing_store(source)?;
         let candidates = self.registered_paths()?.0;
         let temporary = Temporary::copy_of(&self.store_directory, source)?;
+        fault::inject(Point::StoreTempWritten).map_err(io_error(temporary.path(), "write"))?;
         let mut sink = io::BufWriter::with_capacity(
             64 * 1024,
             NarSink::new(candidates.iter().map(StorePath::hash_part)),
@@ -409,6 +442,7 @@ impl EmbeddedStore {
             }
         }
         let temporary = create(&self.store_directory)?;
+        fault::inject(Point::StoreTempWritten).map_err(io_error(temporary.path(), "write"))?;
         self.install(temporary, &store_path, nar, &found, candidates, finish)?;
         Ok(store_path)
     }
@@ -466,11 +500,13 @@ impl EmbeddedStore {
             path: store_path.clone(),
             nar,
             references,
+            deriver: None,
             registration_time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs()),
         };
         let registration_path = self.registration_path(store_path);
+        fault::inject(Point::StoreBeforeRegister).map_err(io_error(&registration_path, "write"))?;
         crate::fs::write_atomic(&registration_path, &registration::encode(&info))
             .map_err(io_error(&registration_path, "write"))?;
         Ok(())
@@ -613,6 +649,7 @@ impl EmbeddedStore {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(io_error(&registration_path, "remove")(error)),
         }
+        fault::inject(Point::StoreBeforeDelete).map_err(io_error(&registration_path, "remove"))?;
         self.remove_entry(&self.disk_path(path))
     }
 

@@ -23,8 +23,12 @@ pub struct PathInfo {
     pub path: StorePath,
     /// Hash and size of its archive when it was added.
     pub nar: NarDigest,
-    /// Other valid paths whose hash parts occur in its archive, sorted.
+    /// Other valid paths whose hash parts occur in its archive, sorted; for a path imported
+    /// or fetched from elsewhere, the references recorded there.
     pub references: Vec<StorePath>,
+    /// The derivation that built it, when it came from a store that records one (Nix's
+    /// `deriver`); declenv builds nothing, so its own paths have none.
+    pub deriver: Option<StorePath>,
     /// When it became valid, in seconds since the epoch.
     pub registration_time: u64,
 }
@@ -39,6 +43,8 @@ struct RegistrationFile {
     nar_hash: String,
     nar_size: u64,
     references: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deriver: Option<String>,
     registration_time: u64,
 }
 
@@ -50,6 +56,7 @@ pub(crate) fn encode(info: &PathInfo) -> Vec<u8> {
         nar_hash: info.nar.to_nix_string(),
         nar_size: info.nar.size,
         references: info.references.iter().map(ToString::to_string).collect(),
+        deriver: info.deriver.as_ref().map(ToString::to_string),
         registration_time: info.registration_time,
     };
     let mut bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
@@ -91,6 +98,14 @@ pub(crate) fn decode(
         .collect::<Result<Vec<_>, _>>()?;
     references.sort();
     references.dedup();
+    let deriver = file
+        .deriver
+        .as_deref()
+        .map(|deriver| {
+            StorePath::from_absolute_path(store_dir.clone(), deriver)
+                .map_err(|error| format!("deriver `{deriver}`: {error}"))
+        })
+        .transpose()?;
     Ok(PathInfo {
         path: expected.clone(),
         nar: NarDigest {
@@ -98,6 +113,7 @@ pub(crate) fn decode(
             size: file.nar_size,
         },
         references,
+        deriver,
         registration_time: file.registration_time,
     })
 }
@@ -105,6 +121,13 @@ pub(crate) fn decode(
 /// The registration file name for `path`.
 pub(crate) fn file_name(path: &StorePath) -> String {
     format!("{}{SUFFIX}", path.base_name())
+}
+
+/// The path a registration names, whatever its store directory, if it reads as one.
+pub(crate) fn registered_path(bytes: &[u8]) -> Option<String> {
+    serde_json::from_slice::<RegistrationFile>(bytes)
+        .ok()
+        .map(|file| file.path)
 }
 
 #[cfg(test)]
@@ -128,6 +151,7 @@ mod tests {
                 size: 1432,
             },
             references: vec![reference],
+            deriver: None,
             registration_time: 1_700_000_000,
         }
     }
@@ -136,6 +160,20 @@ mod tests {
     fn round_trips() {
         let info = info();
         let bytes = encode(&info);
+        assert_eq!(decode(&bytes, &store_dir(), &info.path), Ok(info));
+    }
+
+    #[test]
+    fn round_trips_a_deriver() {
+        let mut info = info();
+        info.deriver = Some(
+            StorePath::from_base_name(store_dir(), "43ls1p9j558ycvircc3lma7ak5p5fqqv-d.drv")
+                .expect("valid"),
+        );
+        let bytes = encode(&info);
+        assert!(String::from_utf8_lossy(&bytes).contains(
+            "\"deriver\": \"/tmp/root/nix/store/43ls1p9j558ycvircc3lma7ak5p5fqqv-d.drv\""
+        ));
         assert_eq!(decode(&bytes, &store_dir(), &info.path), Ok(info));
     }
 

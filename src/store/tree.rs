@@ -94,6 +94,29 @@ impl Temporary {
         Ok(temporary)
     }
 
+    /// Creates a fresh temporary entry in `directory` with `create`, which is given a path that
+    /// does not exist yet (an archive may be a file, a symlink or a directory) and must create
+    /// it exclusively. The entry is removed on error. Nothing is made read-only or synced: see
+    /// [`canonicalise_below`].
+    pub(crate) fn create_with<T, E: From<StoreError>>(
+        directory: &Path,
+        create: impl FnOnce(&Path) -> Result<T, E>,
+    ) -> Result<(Self, T), E> {
+        // A fresh name: the directory tempfile creates is removed for the entry to take its
+        // place.
+        let path = tempfile::Builder::new()
+            .prefix(ADD_PREFIX)
+            .tempdir_in(directory)
+            .map_err(io_error(directory, "create a temporary entry in"))?
+            .keep();
+        fs::remove_dir(&path).map_err(io_error(&path, "remove"))?;
+        let temporary = Self {
+            path: Some(path.clone()),
+        };
+        let value = create(&path)?;
+        Ok((temporary, value))
+    }
+
     /// Where the entry is now.
     pub(crate) fn path(&self) -> &Path {
         self.path.as_deref().unwrap_or(Path::new(""))

@@ -57,7 +57,7 @@ pub(crate) fn lock_spec(context: &Context<'_>, spec_path: &Path) -> EnvResult<cr
             spec_path.display()
         )))
     })?;
-    crate::profile::declarative::lock_spec_edits(spec_path, || {
+    let lock = crate::profile::declarative::lock_spec_edits(spec_path, || {
         context.say.info(&format!(
             "waiting for lock on profile spec '{}'",
             spec_path.display()
@@ -68,7 +68,16 @@ pub(crate) fn lock_spec(context: &Context<'_>, spec_path: &Path) -> EnvResult<cr
             anyhow::Error::new(error)
                 .context(format!("cannot lock the spec `{}`", spec_path.display())),
         )
-    })
+    })?;
+    // The spec and lockfile are written after the switch: a directory they cannot be written
+    // to fails here, before anything changes.
+    tempfile::tempfile_in(directory).map_err(|error| {
+        EnvError::Other(anyhow::Error::new(error).context(format!(
+            "cannot write beside the spec `{}`",
+            spec_path.display()
+        )))
+    })?;
+    Ok(lock)
 }
 
 /// After a switch to generation `number`: writes back the spec and lockfile it was built from,
@@ -1203,10 +1212,12 @@ impl Work<'_> {
         }
         if self.original_text.as_deref() != Some(text.as_str()) {
             crate::fs::write_atomic(&self.spec_path, text.as_bytes()).map_err(|error| {
-                other(
-                    anyhow::Error::new(error)
-                        .context(format!("cannot write `{}`", self.spec_path.display())),
-                )
+                other(anyhow::Error::new(error).context(format!(
+                    "cannot write `{}`; generation {} is current all the same (`declenv \
+                     rollback` goes back to the generation before)",
+                    self.spec_path.display(),
+                    applied.generation.number
+                )))
             })?;
         }
         declarative::write_lockfile(&mut locked, &lock_path_for(&self.spec_path)).map_err(other)?;

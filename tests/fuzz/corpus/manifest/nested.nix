@@ -1,0 +1,1 @@
+[ { name = "x"; outPath = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x"; meta = { a = [ 1 2 { b = "c\"\n\${d}"; } ]; }; } ]
