@@ -666,19 +666,9 @@ struct ApplyJson<'a> {
 }
 
 fn report(message: &ProfileMessage) {
-    let text = match message {
-        ProfileMessage::WaitingForLock { profile } => {
-            format!("waiting for the lock on profile `{}`", profile.display())
-        }
-        ProfileMessage::WaitingForGc { lock } => {
-            format!(
-                "waiting for the garbage collector's lock `{}`",
-                lock.display()
-            )
-        }
-        _ => return,
-    };
-    eprintln!("{}", text.dimmed());
+    if let Some(text) = super::generations::waiting_text(message) {
+        eprintln!("{}", text.dimmed());
+    }
 }
 
 fn confirm(plan: &Plan) -> anyhow::Result<bool> {
@@ -1153,12 +1143,7 @@ pub(crate) fn check_restorable(settings: &Settings, target: Option<u64>) -> anyh
         // The switch itself reports a missing generation in Nix's words.
         return Ok(());
     };
-    let Some(entry) = generations
-        .entries
-        .iter()
-        .rev()
-        .find(|entry| entry.number == number)
-    else {
+    let Some(entry) = generations.entry(number) else {
         return Ok(());
     };
     if profile

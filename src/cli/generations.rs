@@ -60,17 +60,26 @@ fn open_profile(settings: &Settings) -> anyhow::Result<Profile> {
     Ok(Profile::new(&path, ProfileLayout::under_root(root))?)
 }
 
+/// The message for a wait on a lock, in declenv's words; `None` for other messages.
+pub(super) fn waiting_text(message: &ProfileMessage) -> Option<String> {
+    match message {
+        ProfileMessage::WaitingForLock { profile } => Some(format!(
+            "waiting for the lock on profile `{}`",
+            profile.display()
+        )),
+        ProfileMessage::WaitingForGc { lock } => Some(format!(
+            "waiting for the garbage collector's lock `{}`",
+            lock.display()
+        )),
+        _ => None,
+    }
+}
+
 /// Prints a profile message in declenv's words (the `env` command prints Nix's instead).
 fn report(message: &ProfileMessage) {
     let text = match message {
-        ProfileMessage::WaitingForLock { profile } => {
-            format!("waiting for the lock on profile `{}`", profile.display())
-        }
-        ProfileMessage::WaitingForGc { lock } => {
-            format!(
-                "waiting for the garbage collector's lock `{}`",
-                lock.display()
-            )
+        ProfileMessage::WaitingForLock { .. } | ProfileMessage::WaitingForGc { .. } => {
+            waiting_text(message).unwrap_or_default()
         }
         ProfileMessage::Switching(switch) => match switch.from {
             Some(from) => format!("switching from generation {from} to {}", switch.to),

@@ -324,19 +324,9 @@ impl Reporter for Printer<'_> {
     }
 
     fn profile_message(&mut self, message: &ProfileMessage) {
-        let text = match message {
-            ProfileMessage::WaitingForLock { profile } => {
-                format!("waiting for the lock on profile `{}`", profile.display())
-            }
-            ProfileMessage::WaitingForGc { lock } => {
-                format!(
-                    "waiting for the garbage collector's lock `{}`",
-                    lock.display()
-                )
-            }
-            _ => return,
-        };
-        say(&format!("{}", text.dimmed()));
+        if let Some(text) = super::generations::waiting_text(message) {
+            say(&format!("{}", text.dimmed()));
+        }
     }
 
     fn outcome(&mut self, report: Report) {

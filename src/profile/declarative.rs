@@ -891,13 +891,7 @@ pub fn current_generation(profile: &Profile) -> Result<Current, DeclarativeError
     let generations = profile.generations_unlocked()?;
     let generation = generations.current;
     let record = generation
-        .and_then(|number| {
-            generations
-                .entries
-                .iter()
-                .rev()
-                .find(|entry| entry.number == number)
-        })
+        .and_then(|number| generations.entry(number))
         .map(|entry| profile.read_metadata(entry))
         .transpose()?
         .flatten()
@@ -1361,10 +1355,7 @@ pub fn check_saved_plan(
 pub fn generation_sides(profile: &Profile, number: u32) -> Result<Vec<Side>, DeclarativeError> {
     let generations = profile.generations_unlocked()?;
     let entry = generations
-        .entries
-        .iter()
-        .rev()
-        .find(|entry| entry.number == number)
+        .entry(number)
         .ok_or_else(|| DeclarativeError::NoGeneration {
             profile: profile.path().to_owned(),
             number,

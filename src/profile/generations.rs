@@ -338,7 +338,8 @@ impl Generations {
     }
 
     /// The last entry with this number (the one `nix-env -G` switches to).
-    fn entry(&self, number: u32) -> Option<&DiscoveredGeneration> {
+    #[must_use]
+    pub fn entry(&self, number: u32) -> Option<&DiscoveredGeneration> {
         self.entries
             .iter()
             .rev()

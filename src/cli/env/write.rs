@@ -84,12 +84,7 @@ pub(crate) fn lock_spec(context: &Context<'_>, spec_path: &Path) -> EnvResult<cr
 /// when it was built from the spec at `spec_path` (and they differ from what is there).
 pub(crate) fn restore_spec_of(profile: &Profile, number: u32, spec_path: &Path) -> EnvResult<()> {
     let generations = profile.generations_unlocked()?;
-    let Some(entry) = generations
-        .entries
-        .iter()
-        .rev()
-        .find(|entry| entry.number == number)
-    else {
+    let Some(entry) = generations.entry(number) else {
         return Ok(());
     };
     let Some(record) = profile
