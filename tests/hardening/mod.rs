@@ -355,7 +355,7 @@ pub fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Every symlink under `directory` (not following links), with its target.
-fn symlinks(directory: &Path) -> Vec<(PathBuf, PathBuf)> {
+pub fn symlinks(directory: &Path) -> Vec<(PathBuf, PathBuf)> {
     let mut found = Vec::new();
     let mut pending = vec![directory.to_owned()];
     while let Some(current) = pending.pop() {
