@@ -93,6 +93,15 @@ pub fn inputs(spec_path: &Path, spec: Option<&crate::model::spec::Spec>) -> Vec<
         inputs.push(match source.kind {
             crate::model::spec::SourceKind::Channel => Input::Tree(source.path.clone()),
             crate::model::spec::SourceKind::Catalog => Input::File(source.path.clone()),
+            // A `<name>` lookup resolves through `NIX_PATH` (usually into the store, which
+            // does not change); a local expression is watched like a channel or a catalog.
+            crate::model::spec::SourceKind::Nix if source.search_path_entry().is_some() => {
+                continue;
+            }
+            crate::model::spec::SourceKind::Nix if source.path.is_dir() => {
+                Input::Tree(source.path.clone())
+            }
+            crate::model::spec::SourceKind::Nix => Input::File(source.path.clone()),
         });
     }
     inputs
@@ -1368,7 +1377,7 @@ mod tests {
         let mut config = Config {
             spec_path: spec.clone(),
             target: Target {
-                store: &store,
+                store: crate::profile::declarative::Store::Embedded(&store),
                 profile: &profile,
                 scratch: &scratch,
             },

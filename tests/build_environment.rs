@@ -218,7 +218,10 @@ fn live_nix_env_reads_our_profile() {
             .env("NIX_STATE_DIR", setup.root.join("nix/var/nix"))
             .env("NIX_LOG_DIR", setup.root.join("nix/var/log/nix"))
             .env("NIX_REMOTE", "local")
-            .env("NIX_CONFIG", "sandbox = false\nsubstituters =")
+            .env(
+                "NIX_CONFIG",
+                "sandbox = false\nsubstituters =\nbuild-users-group =",
+            )
             .output()
             .expect("nix-env runs (install nix-bin)");
         assert!(

@@ -854,7 +854,10 @@ fn live_init_from_current_adopts_a_profile_nix_env_made() {
             .env("NIX_LOG_DIR", sandbox.root.join("nix/var/log/nix"))
             .env("NIX_CONF_DIR", nix_home.join("etc"))
             .env("NIX_REMOTE", "local")
-            .env("NIX_CONFIG", "sandbox = false\nsubstituters =")
+            .env(
+                "NIX_CONFIG",
+                "sandbox = false\nsubstituters =\nbuild-users-group =",
+            )
             .env("TZ", "UTC")
             .output()
             .unwrap_or_else(|error| panic!("{program} runs (apt-get install -y nix-bin): {error}"));

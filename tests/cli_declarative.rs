@@ -88,9 +88,20 @@ impl Run {
     }
 }
 
+/// The store backend a spec selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// declenv's own store under the root (the default).
+    Embedded,
+    /// `backend = "nix"`: the real Nix, pointed by its environment variables at a private
+    /// store under the root (`ROOT/nix/store`, so paths look as they do on the embedded one).
+    Nix,
+}
+
 /// A temporary directory with a root and a dotfiles directory (spec + channel copy).
 struct Env {
     _directory: tempfile::TempDir,
+    backend: Backend,
     /// Everything a test may change lives under here.
     base: PathBuf,
     root: PathBuf,
@@ -99,31 +110,71 @@ struct Env {
 }
 
 impl Env {
-    /// A fresh root and a copy of the demo channel beside a spec with `text`.
+    /// A fresh root and a copy of the demo channel beside a spec with `text`, on the embedded
+    /// store.
     fn new(text: &str) -> Self {
+        Self::with_backend(text, Backend::Embedded)
+    }
+
+    /// As [`Env::new`], on `backend`: for Nix, `backend = "nix"` goes right after the spec's
+    /// `version = 1` line (the edits tests make replace other text, so it stays), and Nix gets
+    /// a configuration directory of its own.
+    fn with_backend(text: &str, backend: Backend) -> Self {
         let directory = tempfile::tempdir().expect("tempdir");
+        // Nix computes store paths from the store directory as given, so the root must be an
+        // absolute path; the temporary directory is one, and not reached through a link.
         let base = directory.path().to_owned();
+        assert!(base.is_absolute(), "{}", base.display());
         let dotfiles = base.join("dotfiles");
         let channel = dotfiles.join("channel");
         copy_tree(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/channel"),
             &channel,
         );
+        let text = match backend {
+            Backend::Embedded => text.to_owned(),
+            Backend::Nix => {
+                fs_err::create_dir_all(base.join("etc")).expect("mkdir NIX_CONF_DIR");
+                replace_once(text, "version = 1\n", "version = 1\nbackend = \"nix\"\n")
+            }
+        };
         let env = Self {
             root: base.join("root"),
             spec: dotfiles.join("profile.toml"),
             channel,
             base,
+            backend,
             _directory: directory,
         };
-        env.write_spec(text);
+        env.write_spec(&text);
         env
     }
 
     /// Runs `declenv --root ROOT --file SPEC ARGS…` with nothing inherited that could point it
     /// elsewhere (the user's root, spec or colours) and no terminal on stdin.
+    ///
+    /// On the Nix backend, Nix's variables select a private store in the root (store directory
+    /// `ROOT/nix/store`, state `ROOT/nix/var/nix`, no daemon, no sandbox, no substituters), and
+    /// `--profile` names `ROOT/nix/var/nix/profiles/default`, which Nix would otherwise pick only
+    /// for root.
     fn run(&self, args: &[&str]) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_declenv"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_declenv"));
+        if self.backend == Backend::Nix {
+            let nix = self.root.join("nix");
+            command
+                .env("NIX_STORE_DIR", nix.join("store"))
+                .env("NIX_STATE_DIR", nix.join("var/nix"))
+                .env("NIX_LOG_DIR", nix.join("var/log/nix"))
+                .env("NIX_CONF_DIR", self.base.join("etc"))
+                .env("NIX_REMOTE", "local")
+                .env(
+                    "NIX_CONFIG",
+                    "sandbox = false\nsubstituters =\nbuild-users-group =",
+                )
+                .arg("--profile")
+                .arg(self.profile());
+        }
+        let output = command
             .arg("--root")
             .arg(&self.root)
             .arg("--file")
@@ -576,7 +627,20 @@ fn bin(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// the plan shows the drift → apply → nothing left to do.
 #[test]
 fn full_cycle_from_lock_to_rollback_and_back() {
-    let env = Env::new(CYCLE_SPEC);
+    full_cycle(Backend::Embedded);
+}
+
+/// The same cycle on the real Nix (`DECLENV_TEST_NIX=1`; without it the test passes at once).
+#[test]
+fn live_nix_backend_full_cycle_from_lock_to_rollback_and_back() {
+    if std::env::var_os("DECLENV_TEST_NIX").is_none() {
+        return;
+    }
+    full_cycle(Backend::Nix);
+}
+
+fn full_cycle(backend: Backend) {
+    let env = Env::with_backend(CYCLE_SPEC, backend);
 
     // lock: every id pinned; the file is created.
     let lock = env.ok(&["lock"]);
@@ -602,24 +666,42 @@ fn full_cycle_from_lock_to_rollback_and_back() {
 
     // plan: everything to add, and exit status 2 says so.
     let plan = env.expect(2, &["plan", "--detailed-exitcode"]);
-    insta::assert_snapshot!(env.redact(&plan.stdout), @r"
-    declenv will make a new generation of `[TMP]/root/nix/var/nix/profiles/default` (no generation yet now):
+    // Both backends' tests reach this one inline snapshot, and insta refuses a second visit in
+    // the same process unless duplicates are allowed; each visit is still checked against it.
+    insta::allow_duplicates! {
+        insta::assert_snapshot!(env.redact(&plan.stdout), @r"
+        declenv will make a new generation of `[TMP]/root/nix/var/nix/profiles/default` (no generation yet now):
 
-      + busybox-1.36.1 (busybox)
-      + cowsay-3.7.0 (cowsay)
-      + demo-motd (motd)
-      + hello-2.10 (hello)
-      + jq-1.7.1 (jq)
-      + which-2.21 (which)
+          + busybox-1.36.1 (busybox)
+          + cowsay-3.7.0 (cowsay)
+          + demo-motd (motd)
+          + hello-2.10 (hello)
+          + jq-1.7.1 (jq)
+          + which-2.21 (which)
 
-    Plan: 6 to add, 0 to remove; 0 unchanged.
-    ");
+        Plan: 6 to add, 0 to remove; 0 unchanged.
+        ");
+    }
     assert_eq!(env.generation(), None, "plan changes no profile");
 
     // apply: generation 1 with every package linked; which wins bin/which over busybox.
     env.ok(&["apply", "-y"]);
     assert_eq!(env.generations(), [1]);
     assert_eq!(env.generation(), Some(1));
+    // The backend the spec names is the one that built it: Nix's database, or declenv's own
+    // registry of valid paths (so the Nix run cannot pass by quietly using the embedded store).
+    let (used, unused) = match backend {
+        Backend::Embedded => ("nix/var/declenv/store/valid", "nix/var/nix/db"),
+        Backend::Nix => ("nix/var/nix/db", "nix/var/declenv/store/valid"),
+    };
+    assert!(
+        env.root.join(used).exists(),
+        "{backend:?} backend: no {used}"
+    );
+    assert!(
+        !env.root.join(unused).exists(),
+        "{backend:?} backend: {unused}"
+    );
     let generation_1 = bin(&[
         ("busybox", "busybox-1.36.1"),
         ("cowsay", "cowsay-3.7.0"),

@@ -266,7 +266,10 @@ fn live_sample_agrees_with_installed_nix() {
             .args(["-qa", selector.as_str()])
             .env("HOME", home.path())
             .env("NIX_REMOTE", "local")
-            .env("NIX_CONFIG", "sandbox = false\nsubstituters =")
+            .env(
+                "NIX_CONFIG",
+                "sandbox = false\nsubstituters =\nbuild-users-group =",
+            )
             .output()
             .expect("nix-env runs (install nix-bin)");
         let case = Case {

@@ -613,7 +613,10 @@ fn nix_store(arguments: &[&OsStr], root: &Path, scratch: &Path) -> Vec<String> {
         .args(arguments)
         .env_clear()
         .env("NIX_REMOTE", "local")
-        .env("NIX_CONFIG", "sandbox = false\nsubstituters =")
+        .env(
+            "NIX_CONFIG",
+            "sandbox = false\nsubstituters =\nbuild-users-group =",
+        )
         .env("NIX_STORE_DIR", root.join("nix/store"))
         .env("NIX_STATE_DIR", root.join("nix/var/nix"))
         .env("NIX_LOG_DIR", root.join("nix/var/log/nix"))

@@ -506,7 +506,10 @@ fn ask_nix(sample: &LiveSample) -> NixAnswers {
         command.env("NIX_REMOTE", "local");
     }
     if std::env::var_os("NIX_CONFIG").is_none() {
-        command.env("NIX_CONFIG", "sandbox = false\nsubstituters =");
+        command.env(
+            "NIX_CONFIG",
+            "sandbox = false\nsubstituters =\nbuild-users-group =",
+        );
     }
     let output = command
         .output()

@@ -3,7 +3,7 @@
 use super::{Outcome, Settings};
 use crate::model::manifest::ManifestElement;
 use crate::profile::build::build_environment;
-use crate::profile::{LockOptions, Profile, ProfileLayout, Provenance};
+use crate::profile::{LockOptions, Profile, Provenance};
 use crate::store::StorePath;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub(crate) fn run(settings: &Settings, command: &DebugCommand) -> anyhow::Result
             if let Some(parent) = profile_path.parent() {
                 fs_err::create_dir_all(parent)?;
             }
-            let profile = Profile::new(&profile_path, ProfileLayout::under_root(root))?;
+            let profile = Profile::new(&profile_path, settings.profile_layout()?)?;
             let token = profile.read_token()?;
             let elements: Vec<ManifestElement> = paths
                 .iter()

@@ -5,13 +5,14 @@
 
 use super::{Outcome, Settings};
 use crate::model::lockfile::Lockfile;
+use crate::model::spec::BackendKind;
 use crate::model::spec::SpecDocument;
 use crate::plan::diff::{Change, ChangeKind, Diff};
 use crate::plan::resolve::{HeldBack, HeldReason, ResolveOptions, Update};
 use crate::profile::declarative::{
     self, LockFile, LockMode, Locked, Plan, SchemaVersion, SpecFile, Summary,
 };
-use crate::profile::{Profile, ProfileLayout, ProfileMessage};
+use crate::profile::{Profile, ProfileMessage};
 use anstream::{eprintln, println};
 use anyhow::Context as _;
 use owo_colors::OwoColorize;
@@ -112,7 +113,9 @@ pub(crate) struct DiffArgs {
 /// Arguments of `declenv init`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct InitArgs {
-    /// A source to declare, as NAME=PATH (a channel directory or a catalog JSON file)
+    /// A source to declare, as NAME=PATH (a channel directory or a catalog JSON file; on the
+    /// Nix backend also a Nix expression: `<nixpkgs>`, a `.nix` file or a directory with a
+    /// `default.nix`)
     #[arg(long = "source", value_name = "NAME=PATH")]
     sources: Vec<String>,
     /// Declare what the profile's current generation holds (and lock it)
@@ -172,12 +175,6 @@ pub(crate) fn schema(args: &SchemaArgs) -> anyhow::Result<Outcome> {
     stdout.write_all(schema_json(args.kind).as_bytes())?;
     stdout.flush()?;
     Ok(Outcome::Success)
-}
-
-pub(crate) fn open_profile(settings: &Settings) -> anyhow::Result<Profile> {
-    let root = settings.require_root()?;
-    let path = settings.profile_path()?;
-    Ok(Profile::new(&path, ProfileLayout::under_root(root))?)
 }
 
 fn read_spec(settings: &Settings) -> anyhow::Result<SpecFile> {
@@ -550,6 +547,14 @@ fn print_plan(plan: &Plan) {
         || "no generation yet".to_owned(),
         |number| format!("generation {number}"),
     );
+    if plan.made_outside {
+        eprintln!(
+            "{} {generation} of `{}` was not made by declenv (`nix-env` or another tool made \
+             it); what it holds beyond the spec is drift",
+            "note:".cyan().bold(),
+            plan.profile
+        );
+    }
     if plan.has_changes() {
         print_changes(
             &plan.changes,
@@ -572,23 +577,19 @@ fn print_plan(plan: &Plan) {
     print_held_back(&plan.held_back);
 }
 
-fn store_dir(settings: &Settings) -> anyhow::Result<crate::store::EmbeddedStore> {
-    super::store::open_store(settings)
-}
-
 pub(crate) fn plan(
     settings: &Settings,
     lock_args: LockArgs,
     args: &PlanArgs,
 ) -> anyhow::Result<Outcome> {
-    let profile = open_profile(settings)?;
+    let profile = settings.open_profile()?;
     let (spec_file, sources, mut locked) = lock_spec(
         settings,
         &resolve_options(Update::Nothing, false),
         lock_args.mode(),
     )?;
     // Opened (and created on a fresh root) only once the spec and the lockfile read well.
-    let store = store_dir(settings)?;
+    let store = settings.open_store()?;
     let planned =
         declarative::make_plan(&profile, &spec_file, &sources, &locked, store.store_dir())?;
     save_lock(&spec_file, &mut locked, lock_args.mode())?;
@@ -694,7 +695,7 @@ pub(crate) fn apply(
     lock_args: LockArgs,
     args: &ApplyArgs,
 ) -> anyhow::Result<Outcome> {
-    let profile = open_profile(settings)?;
+    let profile = settings.open_profile()?;
     // A saved plan pins the lockfile: nothing may be re-locked under it.
     let mode = if args.plan.is_some() {
         LockMode::Frozen
@@ -718,7 +719,7 @@ pub(crate) fn apply(
         lock_spec(settings, &resolve_options(Update::Nothing, false), mode)
             .map_err(|error| saved_plan_error(error, saved.as_ref(), settings))?;
     // Opened (and created on a fresh root) only once the spec and the lockfile read well.
-    let store = store_dir(settings)?;
+    let store = settings.open_store()?;
     let planned =
         declarative::make_plan(&profile, &spec_file, &sources, &locked, store.store_dir())?;
     if let Some((path, saved)) = &saved {
@@ -792,7 +793,7 @@ pub(crate) fn apply(
     let scratch = root.join("nix/var/declenv/tmp");
     let applied = declarative::apply(
         declarative::Target {
-            store: &store,
+            store: store.target(),
             profile: &profile,
             scratch: &scratch,
         },
@@ -872,7 +873,7 @@ struct DiffJson<'a> {
 }
 
 pub(crate) fn diff(settings: &Settings, args: &DiffArgs) -> anyhow::Result<Outcome> {
-    let profile = open_profile(settings)?;
+    let profile = settings.open_profile()?;
     let generations = profile.generations_unlocked()?;
     let to = match args.to.or(if args.from.is_some() && args.to.is_none() {
         generations.current
@@ -939,7 +940,7 @@ pub(crate) fn diff(settings: &Settings, args: &DiffArgs) -> anyhow::Result<Outco
 /// `declenv rollback --restore-spec` and `generations switch --restore-spec`: writes the spec
 /// and lockfile the now-current generation was built from.
 pub(crate) fn restore_spec(settings: &Settings) -> anyhow::Result<()> {
-    let profile = open_profile(settings)?;
+    let profile = settings.open_profile()?;
     let current = declarative::current_generation(&profile)?;
     let Some(record) = current.record else {
         return Err(anyhow::Error::new(super::Hinted {
@@ -976,6 +977,7 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
             hint: "pass `--force` to overwrite it, or `--file PATH` to write another".to_owned(),
         }));
     }
+    let backend = settings.backend()?;
     let mut sources = Vec::new();
     for source in &args.sources {
         let Some((name, path)) = source.split_once('=') else {
@@ -984,6 +986,18 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
                 hint: "for example `--source nixpkgs=./channel`".to_owned(),
             }));
         };
+        if path.starts_with('<') {
+            if backend != BackendKind::Nix {
+                return Err(anyhow::Error::new(super::Hinted {
+                    message: format!(
+                        "`--source {source}` is a Nix expression, which only the Nix backend can build"
+                    ),
+                    hint: "pass `--backend nix`".to_owned(),
+                }));
+            }
+            sources.push((name.to_owned(), "nix", path.to_owned()));
+            continue;
+        }
         // PATH is relative to the working directory, but the spec reads its paths relative to
         // its own directory: write it as the spec must read it.
         let absolute = std::path::absolute(path)
@@ -997,7 +1011,16 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
                 hint: "name a channel directory or a catalog JSON file".to_owned(),
             }));
         }
-        let kind = if absolute.is_dir() {
+        // On the Nix backend, `.nix` files and directories with a `default.nix` are
+        // expressions; channels have no `default.nix`.
+        let is_expression = backend == BackendKind::Nix
+            && (absolute
+                .extension()
+                .is_some_and(|extension| extension == "nix")
+                || absolute.join("default.nix").is_file());
+        let kind = if is_expression {
+            "nix"
+        } else if absolute.is_dir() {
             "channel"
         } else {
             "catalog"
@@ -1009,23 +1032,23 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
             spec_relative_source(path, &absolute, spec_directory),
         ));
     }
-    let profile = open_profile(settings)?;
+    let profile = settings.open_profile()?;
     // Editors find the schema through the spec's `#:schema` line; keep a copy under the root.
     let schema_path = settings
         .require_root()?
         .join("nix/var/declenv/schema/profile.schema.json");
     let text = if args.from_current {
         let current = declarative::current_generation(&profile)?;
-        let probe = crate::profile::init::probe_spec(&sources);
+        let probe = crate::profile::init::probe_spec(backend, &sources);
         let catalog = if sources.is_empty() {
             declarative::Sources::default()
         } else {
             let parsed = crate::model::spec::parse(&probe, &spec_path)?;
             declarative::load_sources(&parsed.spec, &settings.catalog_cache())?
         };
-        crate::profile::init::spec_from_current(&current, &sources, &catalog, &schema_path)
+        crate::profile::init::spec_from_current(&current, backend, &sources, &catalog, &schema_path)
     } else {
-        crate::profile::init::template(&sources, &schema_path)
+        crate::profile::init::template(backend, &sources, &schema_path)
     };
     // Parse and lock in memory first: a spec that cannot be read back or locked is never
     // written, and an existing one is left as it was.
@@ -1084,7 +1107,7 @@ fn warn_unreproduced(
     sources: &declarative::Sources,
     locked: &Locked,
 ) {
-    let Ok(store) = store_dir(settings) else {
+    let Ok(store) = settings.open_store() else {
         return;
     };
     let Ok(planned) =
@@ -1126,7 +1149,7 @@ fn spec_relative_source(given: &str, absolute: &Path, spec_directory: &Path) -> 
 /// Before a switch with `--restore-spec`: the target generation must carry its spec, so the
 /// switch never happens without the restore the user asked for.
 pub(crate) fn check_restorable(settings: &Settings, target: Option<u64>) -> anyhow::Result<()> {
-    let profile = open_profile(settings)?;
+    let profile = settings.open_profile()?;
     let generations = profile.generations_unlocked()?;
     let number = match target {
         Some(number) => u32::try_from(number).ok(),

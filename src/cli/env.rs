@@ -26,7 +26,7 @@ use crate::model::manifest::{self, ManifestElement, NixValue};
 use crate::plan::generations::DeletePolicy;
 use crate::plan::select::{SelectionError, filter_by_selectors, sort_for_query};
 use crate::profile::realise::output_store_name;
-use crate::profile::{LockOptions, Profile, ProfileError, ProfileLayout, ProfileMessage};
+use crate::profile::{LockOptions, Profile, ProfileError, ProfileMessage};
 use crate::store::{EmbeddedStore, StoreDir, nar, path::source_store_path};
 use owo_colors::OwoColorize;
 use serde_json::Value;
@@ -267,8 +267,13 @@ impl Context<'_> {
         Ok(self.settings.require_root()?)
     }
 
-    /// The link `-S` writes: declenv's `~/.nix-profile`.
+    /// The link `-S` writes: declenv's `~/.nix-profile`, or on the Nix backend the user's own.
     pub(crate) fn user_profile_link(&self) -> EnvResult<PathBuf> {
+        if self.settings.backend()? == crate::model::spec::BackendKind::Nix
+            && let Some(home) = std::env::var_os("HOME").filter(|home| !home.is_empty())
+        {
+            return Ok(PathBuf::from(home).join(".nix-profile"));
+        }
         Ok(self.root()?.join("nix/var/declenv/profile"))
     }
 
@@ -287,7 +292,7 @@ impl Context<'_> {
             let directory = link.parent().unwrap_or(Path::new("/"));
             return Ok(directory.join(target));
         }
-        Ok(self.root()?.join("nix/var/nix/profiles/default"))
+        Ok(self.settings.profile_path()?)
     }
 
     /// Whether the profile is declenv's default one (whose directory may be created).
@@ -298,15 +303,17 @@ impl Context<'_> {
     }
 
     pub(crate) fn profile(&self) -> EnvResult<Profile> {
-        let root = self.root()?;
         Ok(Profile::new(
             &self.profile_path()?,
-            ProfileLayout::under_root(root),
+            self.settings.profile_layout()?,
         )?)
     }
 
-    /// The store directory of the embedded store, without creating anything.
+    /// The store directory of the backend's store, without creating anything.
     pub(crate) fn store_dir(&self) -> EnvResult<StoreDir> {
+        if self.settings.backend()? == crate::model::spec::BackendKind::Nix {
+            return Ok(self.settings.nix_store()?.store_dir().clone());
+        }
         // The canonical store directory, as the store computes paths with (a relative or
         // symlinked `--root` names the same store).
         let path = self.root()?.join("nix/store");
@@ -317,8 +324,12 @@ impl Context<'_> {
             .map_err(|error| EnvError::Other(anyhow::Error::new(error)))
     }
 
-    /// The embedded store, if it exists (queries never create it).
+    /// The embedded store, if it exists (queries never create it); `None` on the Nix backend,
+    /// whose paths are valid when they exist.
     pub(crate) fn existing_store(&self) -> Option<EmbeddedStore> {
+        if self.settings.backend != crate::model::spec::BackendKind::Embedded {
+            return None;
+        }
         let root = self.settings.root.as_deref()?;
         if !root.join("nix/store").is_dir() {
             return None;
@@ -592,11 +603,26 @@ pub(crate) enum FileKind {
     Channel,
     /// A catalog JSON file.
     Catalog,
+    /// A Nix expression (a `.nix` file, or a directory with a `default.nix`): the Nix backend
+    /// has Nix evaluate it.
+    Nix,
 }
 
-/// Reads `-f PATH`: a channel directory or a catalog JSON file; Nix expressions are refused
-/// (declenv does not evaluate Nix).
-pub(crate) fn file_kind(path: &Path) -> EnvResult<FileKind> {
+/// Reads `-f PATH`: a channel directory or a catalog JSON file; a Nix expression on the Nix
+/// backend (the embedded store has no Nix to evaluate it).
+pub(crate) fn file_kind(context: &Context<'_>, path: &Path) -> EnvResult<FileKind> {
+    if search_path_entry(path).is_some() {
+        if context.settings.backend()? == crate::model::spec::BackendKind::Nix {
+            return Ok(FileKind::Nix);
+        }
+        return Err(EnvError::Other(anyhow::Error::new(super::Hinted {
+            message: format!(
+                "`{}` is a Nix search-path lookup, which only the Nix backend evaluates",
+                path.display()
+            ),
+            hint: "pass `--backend nix` (or set `backend = \"nix\"` in the spec)".to_owned(),
+        })));
+    }
     let metadata = std::fs::metadata(path).map_err(|error| {
         EnvError::nix(format!(
             "getting information about '{}': {}",
@@ -610,12 +636,15 @@ pub(crate) fn file_kind(path: &Path) -> EnvResult<FileKind> {
         path.extension().is_some_and(|extension| extension == "nix")
     };
     if nix_expression {
+        if context.settings.backend()? == crate::model::spec::BackendKind::Nix {
+            return Ok(FileKind::Nix);
+        }
         return Err(EnvError::Other(anyhow::Error::new(super::Hinted {
             message: format!(
-                "`{}` is a Nix expression, which declenv does not evaluate",
+                "`{}` is a Nix expression, which only the Nix backend evaluates",
                 path.display()
             ),
-            hint: "give `-f` a channel directory or the catalog `nix-env -qa --json --out-path --meta` prints for it".to_owned(),
+            hint: "pass `--backend nix` (or set `backend = \"nix\"` in the spec), or give `-f` a channel directory or the catalog `nix-env -qa --json --out-path --meta` prints for it".to_owned(),
         })));
     }
     Ok(if metadata.is_dir() {
@@ -625,6 +654,14 @@ pub(crate) fn file_kind(path: &Path) -> EnvResult<FileKind> {
     })
 }
 
+/// `nixpkgs` for `-f '<nixpkgs>'`.
+pub(crate) fn search_path_entry(path: &Path) -> Option<&str> {
+    let text = path.to_str()?;
+    text.strip_prefix('<')?
+        .strip_suffix('>')
+        .filter(|entry| !entry.is_empty())
+}
+
 /// Loads the available packages: `-f`, or the sources of the spec (when it exists).
 pub(crate) fn load_available(
     context: &Context<'_>,
@@ -632,14 +669,38 @@ pub(crate) fn load_available(
 ) -> EnvResult<Available> {
     let cache = context.settings.catalog_cache();
     let mut available = if let Some(file) = &context.globals.file {
-        let path = std::path::absolute(file)
-            .map_err(|error| EnvError::nix(format!("cannot resolve '{file}': {error}")))?;
-        let kind = match file_kind(&path)? {
-            FileKind::Channel => crate::source::SourceKind::Channel,
-            FileKind::Catalog => crate::source::SourceKind::CatalogJson,
+        let path = if search_path_entry(Path::new(file)).is_some() {
+            PathBuf::from(file)
+        } else {
+            std::path::absolute(file)
+                .map_err(|error| EnvError::nix(format!("cannot resolve '{file}': {error}")))?
         };
-        let (packed, _) = crate::source::load_source_identified(&path, kind, &cache)
-            .map_err(|error| EnvError::Other(anyhow::Error::new(error)))?;
+        let source_error = |error| EnvError::Other(anyhow::Error::new(error));
+        let packed = match file_kind(context, &path)? {
+            kind @ (FileKind::Channel | FileKind::Catalog) => {
+                let kind = if kind == FileKind::Channel {
+                    crate::source::SourceKind::Channel
+                } else {
+                    crate::source::SourceKind::CatalogJson
+                };
+                crate::source::load_source_identified(&path, kind, &cache)
+                    .map_err(source_error)?
+                    .0
+            }
+            FileKind::Nix => {
+                crate::source::nix::load_nix_source(
+                    file,
+                    search_path_entry(&path).map_or(
+                        crate::source::nix::Expression::Path(&path),
+                        crate::source::nix::Expression::SearchPath,
+                    ),
+                    &context.settings.nix_store()?,
+                    &cache,
+                )
+                .map_err(source_error)?
+                .catalog
+            }
+        };
         Available {
             catalog: Catalog::from_packed(vec![packed]),
             prefixes: vec![String::new()],

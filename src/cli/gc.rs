@@ -2,9 +2,7 @@
 
 use super::{Outcome, Schema, Settings};
 use crate::plan::generations::DeletePolicy;
-use crate::profile::{
-    GcLock, GcLockMode, LockOptions, Profile, ProfileLayout, ProfileMessage, gc_lock,
-};
+use crate::profile::{GcLock, GcLockMode, LockOptions, Profile, ProfileMessage, gc_lock};
 use crate::store::gc;
 use owo_colors::OwoColorize;
 use serde::Serialize;
@@ -83,7 +81,87 @@ fn profiles_under(directory: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// `declenv gc` on the Nix backend: old generations of the profile, then Nix's own collector
+/// (which sees every root, not only declenv's).
+fn run_nix(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
+    let only_report = args.dry_run || args.print_dead || args.print_live;
+    let mut deleted_generations = Vec::new();
+    if args.delete_old {
+        let profile = settings.open_profile()?;
+        if !args.json {
+            anstream::eprintln!(
+                "removing old generations of profile `{}`",
+                profile.path().display()
+            );
+        }
+        let numbers = profile.delete_generations(
+            &DeletePolicy::Old,
+            jiff::Timestamp::now().as_second(),
+            only_report,
+            LockOptions::default(),
+            &mut |message: &ProfileMessage| {
+                if !args.json && !matches!(message, ProfileMessage::Switching(_)) {
+                    anstream::eprintln!("{}", message.to_string().dimmed());
+                }
+            },
+        )?;
+        deleted_generations.push(DeletedGenerations {
+            profile: profile.path().display().to_string(),
+            generations: numbers,
+        });
+    }
+    let nix = settings.nix_store()?;
+    let report = if args.print_live {
+        Some("--print-live")
+    } else if only_report {
+        Some("--print-dead")
+    } else {
+        None
+    };
+    let (paths, summary) = nix.collect_garbage(report)?;
+    let stdout = anstream::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if args.json {
+        let (live, dead) = if args.print_live {
+            (paths, Vec::new())
+        } else {
+            (Vec::new(), paths)
+        };
+        let document = GcJson {
+            schema: Schema { version: 1 },
+            dry_run: only_report,
+            deleted_generations,
+            live,
+            dead,
+            dead_bytes: 0,
+            leftovers: Vec::new(),
+            stale_roots: Vec::new(),
+        };
+        serde_json::to_writer_pretty(&mut out, &document)?;
+        writeln!(out)?;
+    } else if args.print_dead || args.print_live {
+        for path in &paths {
+            writeln!(out, "{path}")?;
+        }
+    } else if only_report {
+        for path in &paths {
+            anstream::eprintln!("{}", format!("would delete `{path}`").dimmed());
+        }
+        anstream::eprintln!("would delete {} store paths", paths.len());
+    } else {
+        for path in &paths {
+            anstream::eprintln!("{}", format!("deleted `{path}`").dimmed());
+        }
+        anstream::eprintln!("{summary}");
+    }
+    out.flush()?;
+    Ok(Outcome::Success)
+}
+
 pub(crate) fn run(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
+    if settings.backend()? == crate::model::spec::BackendKind::Nix {
+        return run_nix(settings, args);
+    }
     let root = settings.require_root()?;
     let store = super::store::open_store(settings)?;
     let only_report = args.dry_run || args.print_dead || args.print_live;
@@ -91,7 +169,7 @@ pub(crate) fn run(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome>
     if args.delete_old {
         let now = jiff::Timestamp::now().as_second();
         for path in profiles_under(&root.join("nix/var/nix/profiles")) {
-            let profile = Profile::new(&path, ProfileLayout::under_root(root))?;
+            let profile = Profile::new(&path, settings.profile_layout()?)?;
             if !args.json {
                 anstream::eprintln!("removing old generations of profile `{}`", path.display());
             }

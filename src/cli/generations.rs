@@ -3,7 +3,7 @@
 
 use super::{Outcome, Schema, Settings};
 use crate::plan::generations::DeletePolicy;
-use crate::profile::{LockOptions, Profile, ProfileLayout, ProfileMessage};
+use crate::profile::{LockOptions, Profile, ProfileMessage};
 use anyhow::Context as _;
 use owo_colors::OwoColorize;
 use serde::Serialize;
@@ -54,12 +54,6 @@ pub(crate) struct RollbackArgs {
     restore_spec: bool,
 }
 
-fn open_profile(settings: &Settings) -> anyhow::Result<Profile> {
-    let root = settings.require_root()?;
-    let path = settings.profile_path()?;
-    Ok(Profile::new(&path, ProfileLayout::under_root(root))?)
-}
-
 /// The message for a wait on a lock, in declenv's words; `None` for other messages.
 pub(super) fn waiting_text(message: &ProfileMessage) -> Option<String> {
     match message {
@@ -92,7 +86,7 @@ fn report(message: &ProfileMessage) {
 }
 
 pub(crate) fn run(settings: &Settings, command: &GenerationsCommand) -> anyhow::Result<Outcome> {
-    let profile = open_profile(settings)?;
+    let profile = settings.open_profile()?;
     match command {
         GenerationsCommand::List { json } => list(&profile, *json),
         GenerationsCommand::Switch {
@@ -132,7 +126,7 @@ pub(crate) fn run(settings: &Settings, command: &GenerationsCommand) -> anyhow::
 }
 
 pub(crate) fn rollback(settings: &Settings, args: &RollbackArgs) -> anyhow::Result<Outcome> {
-    let profile = open_profile(settings)?;
+    let profile = settings.open_profile()?;
     if args.restore_spec {
         super::declarative::check_restorable(settings, None)?;
     }

@@ -21,6 +21,19 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::model::spec::BackendKind;
+use crate::store::nix::NixStore;
+
+/// The spec's `backend`, read without validating the rest (the commands that read the spec
+/// report its errors).
+fn peek_backend(text: &str) -> Option<BackendKind> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        backend: Option<BackendKind>,
+    }
+    toml::from_str::<Peek>(text).ok()?.backend
+}
+
 /// Declarative Nix-style user profiles.
 #[derive(Debug, Parser)]
 #[command(name = "declenv", version, about, max_term_width = 100)]
@@ -49,6 +62,19 @@ struct GlobalArgs {
     /// beside it, with the extension `.lock`
     #[arg(long, global = true, env = "DECLENV_FILE", value_name = "PATH")]
     file: Option<PathBuf>,
+
+    /// The store to manage: `embedded` (declenv's own, under the root) or `nix` (the real Nix
+    /// store and profiles); by default what the spec's `backend` says, else `embedded`
+    #[arg(long, global = true, env = "DECLENV_BACKEND", value_name = "BACKEND", value_parser = parse_backend)]
+    backend: Option<BackendKind>,
+}
+
+fn parse_backend(text: &str) -> Result<BackendKind, String> {
+    match text {
+        "embedded" => Ok(BackendKind::Embedded),
+        "nix" => Ok(BackendKind::Nix),
+        _ => Err("expected `embedded` or `nix`".to_owned()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,10 +131,107 @@ pub(crate) struct Settings {
     profile: Option<PathBuf>,
     /// The spec given with `--file`.
     file: Option<PathBuf>,
+    /// The backend: `--backend`, else the spec's `backend`, else the embedded store.
+    backend: BackendKind,
+    /// `--backend` and the spec's `backend`, when they disagree.
+    backend_conflict: Option<(BackendKind, BackendKind)>,
+}
+
+/// The store a command works on, opened.
+#[derive(Debug)]
+pub(crate) enum OpenedStore {
+    /// declenv's own store under the root.
+    Embedded(crate::store::EmbeddedStore),
+    /// The real Nix store.
+    Nix(NixStore),
+}
+
+impl OpenedStore {
+    /// The store for [`crate::profile::declarative::apply`].
+    pub(crate) fn target(&self) -> crate::profile::declarative::Store<'_> {
+        match self {
+            Self::Embedded(store) => crate::profile::declarative::Store::Embedded(store),
+            Self::Nix(store) => crate::profile::declarative::Store::Nix(store),
+        }
+    }
+
+    /// The store directory.
+    pub(crate) fn store_dir(&self) -> &crate::store::StoreDir {
+        match self {
+            Self::Embedded(store) => store.store_dir(),
+            Self::Nix(store) => store.store_dir(),
+        }
+    }
 }
 
 impl Settings {
     fn resolve(global: &GlobalArgs) -> Self {
+        let mut settings = Self::resolve_paths(global);
+        let spec_backend = settings
+            .spec_path()
+            .ok()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| peek_backend(&text));
+        settings.backend = global
+            .backend
+            .or(spec_backend)
+            .unwrap_or(BackendKind::Embedded);
+        if let (Some(flag), Some(spec)) = (global.backend, spec_backend)
+            && flag != spec
+        {
+            settings.backend_conflict = Some((flag, spec));
+        }
+        settings
+    }
+
+    /// The backend, or an error when `--backend` contradicts the spec.
+    pub(crate) fn backend(&self) -> anyhow::Result<BackendKind> {
+        if let Some((flag, spec)) = self.backend_conflict {
+            return Err(anyhow::Error::new(Hinted {
+                message: format!(
+                    "`--backend {}` contradicts the spec's `backend = \"{}\"`",
+                    flag.as_str(),
+                    spec.as_str()
+                ),
+                hint: "leave `--backend` out, or change `backend` in the spec".to_owned(),
+            }));
+        }
+        Ok(self.backend)
+    }
+
+    /// The Nix store, for the Nix backend.
+    pub(crate) fn nix_store(&self) -> anyhow::Result<NixStore> {
+        Ok(NixStore::from_environment()?)
+    }
+
+    /// The store of the backend; the embedded one is created on a fresh root.
+    pub(crate) fn open_store(&self) -> anyhow::Result<OpenedStore> {
+        Ok(match self.backend()? {
+            BackendKind::Embedded => OpenedStore::Embedded(store::open_store(self)?),
+            BackendKind::Nix => OpenedStore::Nix(self.nix_store()?),
+        })
+    }
+
+    /// Where profiles keep their GC roots and declenv's metadata, for the backend.
+    pub(crate) fn profile_layout(&self) -> anyhow::Result<crate::profile::ProfileLayout> {
+        let root = self.require_root()?;
+        Ok(match self.backend()? {
+            BackendKind::Embedded => crate::profile::ProfileLayout::under_root(root),
+            BackendKind::Nix => {
+                crate::profile::ProfileLayout::for_nix(root, &self.nix_store()?.gcroots_auto())
+            }
+        })
+    }
+
+    /// The profile to manage, with the backend's layout.
+    pub(crate) fn open_profile(&self) -> anyhow::Result<crate::profile::Profile> {
+        Ok(crate::profile::Profile::new(
+            &self.profile_path()?,
+            self.profile_layout()?,
+        )?)
+    }
+
+    fn resolve_paths(global: &GlobalArgs) -> Self {
         let root = global.root.clone().or_else(|| {
             std::env::var_os("XDG_DATA_HOME")
                 .filter(|value| !value.is_empty())
@@ -122,6 +245,8 @@ impl Settings {
             root,
             profile: global.profile.clone(),
             file: global.file.clone(),
+            backend: BackendKind::Embedded,
+            backend_conflict: None,
         }
     }
 
@@ -151,13 +276,21 @@ impl Settings {
             })
     }
 
-    /// The profile to manage: `--profile`, or `ROOT/nix/var/nix/profiles/default` (where Nix
-    /// keeps root's default profile in a store of the same layout).
+    /// The profile to manage: `--profile`; else, on the embedded store,
+    /// `ROOT/nix/var/nix/profiles/default` (where Nix keeps root's default profile in a store of
+    /// the same layout), and on the Nix backend the profile `nix-env` uses by default.
     fn profile_path(&self) -> anyhow::Result<PathBuf> {
         match &self.profile {
             Some(path) => Ok(std::path::absolute(path)
                 .with_context(|| format!("cannot resolve profile `{}`", path.display()))?),
-            None => Ok(self.require_root()?.join("nix/var/nix/profiles/default")),
+            None => match self.backend()? {
+                BackendKind::Embedded => {
+                    Ok(self.require_root()?.join("nix/var/nix/profiles/default"))
+                }
+                BackendKind::Nix => Ok(self
+                    .nix_store()?
+                    .default_profile(std::env::var_os("HOME").map(PathBuf::from).as_deref())),
+            },
         }
     }
 
@@ -254,10 +387,11 @@ fn env_invocation(arguments: &[String]) -> Option<impl FnOnce() -> ExitCode> {
         let mut index = 1;
         while let Some(argument) = arguments.get(index) {
             match argument.as_str() {
-                "--root" | "--profile" | "--file" => index += 2,
+                "--root" | "--profile" | "--file" | "--backend" => index += 2,
                 "--locked" | "--frozen" => index += 1,
                 option
                     if option.starts_with("--root=")
+                        || option.starts_with("--backend=")
                         || option.starts_with("--profile=")
                         || option.starts_with("--file=") =>
                 {

@@ -306,6 +306,16 @@ fn count(number: usize) -> String {
 
 /// Opens the embedded store under the configured root.
 pub(crate) fn open_store(settings: &Settings) -> anyhow::Result<EmbeddedStore> {
+    if settings.backend()? == crate::model::spec::BackendKind::Nix {
+        return Err(anyhow::Error::new(super::Hinted {
+            message:
+                "the profile uses the Nix backend; `declenv store` works on the embedded store"
+                    .to_owned(),
+            hint: "use `nix-store` (`--query`, `--verify`, `--export`, `--import`) or `nix copy` \
+                   on the Nix store"
+                .to_owned(),
+        }));
+    }
     let root = settings.require_root()?;
     fs_err::create_dir_all(root.join("nix/store"))
         .with_context(|| format!("cannot create the store under `{}`", root.display()))?;

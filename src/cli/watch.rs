@@ -5,7 +5,7 @@
 //! renders one), and with `--json` also one JSON object on stdout (JSON Lines, schema
 //! `declenv schema watch-event`).
 
-use super::declarative::{LockArgs, change_line, open_profile, resolve_options, summary_line};
+use super::declarative::{LockArgs, change_line, resolve_options, summary_line};
 use super::{Outcome, Settings};
 use crate::plan::resolve::Update;
 use crate::profile::declarative::{Plan, SchemaVersion, Target};
@@ -456,18 +456,18 @@ pub(crate) fn run(
     args: &WatchArgs,
 ) -> anyhow::Result<Outcome> {
     let spec_path = std::path::absolute(settings.spec_path()?)?;
-    let profile = open_profile(settings)?;
+    let profile = settings.open_profile()?;
     if settings.uses_default_profile()
         && let Some(parent) = profile.path().parent()
     {
         fs_err::create_dir_all(parent)?;
     }
-    let store = super::store::open_store(settings)?;
+    let store = settings.open_store()?;
     let scratch = settings.require_root()?.join("nix/var/declenv/tmp");
     let config = watch::Config {
         spec_path: spec_path.clone(),
         target: Target {
-            store: &store,
+            store: store.target(),
             profile: &profile,
             scratch: &scratch,
         },

@@ -23,6 +23,10 @@ pub const SPEC_VERSION: u32 = 1;
 pub struct SpecDocument {
     /// The format version of this file; this declenv reads version 1.
     pub version: u32,
+    /// Which store and profiles the spec manages: `embedded` (declenv's own store under its
+    /// root, the default) or `nix` (the real Nix store, through Nix's own commands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendKind>,
     /// Binary caches `apply` fetches missing store paths from, in order, before it adds a
     /// package's tree from its source or fails: `file:///DIR` URLs, or directories relative
     /// to this file, holding caches in Nix's layout (`declenv store copy --to`, `nix copy --to
@@ -37,8 +41,8 @@ pub struct SpecDocument {
     pub packages: IndexMap<String, PackageSpec>,
 }
 
-/// One source: exactly one of `channel` or `catalog`. Relative paths are relative to the
-/// directory of `profile.toml`.
+/// One source: exactly one of `channel`, `catalog` or `nix`. Relative paths are relative to
+/// the directory of `profile.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct SourceSpec {
@@ -48,6 +52,32 @@ pub struct SourceSpec {
     /// A catalog JSON file as written by `nix-env -qa --json --out-path --meta`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
+    /// A Nix expression evaluated by the real Nix (`backend = "nix"` only): a search-path
+    /// lookup such as `<nixpkgs>`, or a file or directory (`./pkgs.nix`, `/src/nixpkgs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nix: Option<String>,
+}
+
+/// The stores a spec can manage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// declenv's own store under its root.
+    #[default]
+    Embedded,
+    /// The real Nix store, reached through `nix-env`, `nix-build` and `nix-store`.
+    Nix,
+}
+
+impl BackendKind {
+    /// The name as written in the spec and on the command line.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Nix => "nix",
+        }
+    }
 }
 
 /// One wanted package. Select it by `attr` (an attribute path: its identity), by `name` (a
@@ -94,8 +124,19 @@ pub struct Source {
     pub kind: SourceKind,
     /// The path as written.
     pub written: String,
-    /// The path resolved against the spec's directory.
+    /// The path resolved against the spec's directory (a `<name>` lookup stays as written).
     pub path: PathBuf,
+}
+
+impl Source {
+    /// The search-path entry of a `nix = "<name>"` source.
+    #[must_use]
+    pub fn search_path_entry(&self) -> Option<&str> {
+        if self.kind != SourceKind::Nix {
+            return None;
+        }
+        self.written.strip_prefix('<')?.strip_suffix('>')
+    }
 }
 
 /// The kinds of source.
@@ -106,6 +147,8 @@ pub enum SourceKind {
     Channel,
     /// A catalog JSON file.
     Catalog,
+    /// A Nix expression evaluated by the real Nix.
+    Nix,
 }
 
 /// A binary cache `apply` fetches store paths from.
@@ -167,6 +210,8 @@ pub struct Spec {
     pub packages: Vec<PackageRequest>,
     /// The binary caches to fetch missing store paths from, in order.
     pub substituters: Vec<Substituter>,
+    /// The backend the spec asks for (`embedded` when it does not say).
+    pub backend: BackendKind,
 }
 
 /// The hint for text that is not TOML.
@@ -313,24 +358,44 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
     let directory = path.parent().unwrap_or(Path::new(""));
     let mut sources = Vec::new();
     for (id, source) in &document.sources {
-        let (kind, written) = match (&source.channel, &source.catalog) {
-            (Some(channel), None) => (SourceKind::Channel, channel),
-            (None, Some(catalog)) => (SourceKind::Catalog, catalog),
+        let (kind, written) = match (&source.channel, &source.catalog, &source.nix) {
+            (Some(channel), None, None) => (SourceKind::Channel, channel),
+            (None, Some(catalog), None) => (SourceKind::Catalog, catalog),
+            (None, None, Some(expression)) => (SourceKind::Nix, expression),
             _ => {
                 return Err(located(
                     span_of(&["sources", id], false),
-                    format!("source `{id}` needs exactly one of `channel` or `catalog`"),
+                    format!("source `{id}` needs exactly one of `channel`, `catalog` or `nix`"),
                     Some(format!(
-                        "write `channel = \"DIR\"` or `catalog = \"FILE.json\"` under `[sources.{id}]`"
+                        "write `channel = \"DIR\"`, `catalog = \"FILE.json\"` or `nix = \"<nixpkgs>\"` under `[sources.{id}]`"
                     )),
                 ));
             }
+        };
+        if kind == SourceKind::Nix && document.backend != Some(BackendKind::Nix) {
+            return Err(located(
+                span_of(&["sources", id, "nix"], false),
+                format!("source `{id}` is a Nix expression, which only the Nix backend can build"),
+                Some("add `backend = \"nix\"` at the top of the spec".to_owned()),
+            ));
+        }
+        let resolved = if kind == SourceKind::Nix && written.starts_with('<') {
+            if !(written.len() > 2 && written.ends_with('>')) {
+                return Err(located(
+                    span_of(&["sources", id, "nix"], false),
+                    format!("`{written}` is not a search-path lookup"),
+                    Some("write `<nixpkgs>`, or a path to a file or directory".to_owned()),
+                ));
+            }
+            PathBuf::from(written)
+        } else {
+            directory.join(written)
         };
         sources.push(Source {
             id: id.clone(),
             kind,
             written: written.clone(),
-            path: directory.join(written),
+            path: resolved,
         });
     }
     let mut substituters = Vec::new();
@@ -464,11 +529,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
             entry_hash: entry_hash(&normalised),
         });
     }
+    let backend = document.backend.unwrap_or_default();
+    if backend == BackendKind::Nix && !substituters.is_empty() {
+        return Err(located(
+            span_of(&["substituters"], false),
+            "`substituters` are for the embedded store; the Nix backend fetches through Nix"
+                .to_owned(),
+            Some("set `substituters` in `nix.conf` and remove them here".to_owned()),
+        ));
+    }
     Ok(Parsed {
         spec: Spec {
             sources,
             packages,
             substituters,
+            backend,
         },
         document,
         warnings,
@@ -528,6 +603,26 @@ mod tests {
 
     fn parse_text(text: &str) -> Result<Parsed, SpecError> {
         parse(text, Path::new("/home/u/dotfiles/profile.toml"))
+    }
+
+    #[test]
+    fn nix_sources_keep_search_path_lookups_and_resolve_paths() {
+        let parsed = parse_text(
+            "version = 1\nbackend = \"nix\"\n[sources.nixpkgs]\nnix = \"<nixpkgs>\"\n[sources.local]\nnix = \"pkgs/default.nix\"\n",
+        )
+        .expect("parses");
+        let spec = parsed.spec;
+        assert_eq!(spec.backend, BackendKind::Nix);
+        assert_eq!(spec.sources[0].kind, SourceKind::Nix);
+        assert_eq!(spec.sources[0].search_path_entry(), Some("nixpkgs"));
+        assert_eq!(spec.sources[0].path, Path::new("<nixpkgs>"));
+        assert_eq!(spec.sources[1].search_path_entry(), None);
+        assert_eq!(
+            spec.sources[1].path,
+            Path::new("/home/u/dotfiles/pkgs/default.nix")
+        );
+        let embedded = parse_text("version = 1\n").expect("parses");
+        assert_eq!(embedded.spec.backend, BackendKind::Embedded);
     }
 
     #[test]
@@ -688,8 +783,27 @@ store-path = "/nix/store/aaaa-tool-1.0"
         "version = 1\n[sources.s]\n",
         2,
         1,
-        "exactly one of `channel` or `catalog`"
+        "exactly one of `channel`, `catalog` or `nix`"
     )]
+    #[case(
+        "version = 1\n[sources.s]\nnix = \"<nixpkgs>\"\n",
+        3,
+        7,
+        "only the Nix backend can build"
+    )]
+    #[case(
+        "version = 1\nbackend = \"nix\"\n[sources.s]\nnix = \"<>\"\n",
+        4,
+        7,
+        "not a search-path lookup"
+    )]
+    #[case(
+        "version = 1\nbackend = \"nix\"\nsubstituters = [\"/cache\"]\n",
+        3,
+        16,
+        "the Nix backend fetches through Nix"
+    )]
+    #[case("version = 1\nbackend = \"guix\"\n", 2, 11, "unknown variant")]
     #[case(
         "version = 1\n[sources.s]\nchannel = \"a\"\ncatalog = \"b\"\n",
         2,

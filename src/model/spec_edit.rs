@@ -98,11 +98,16 @@ impl SpecEditor {
             })
     }
 
-    /// The text of a new spec: its version and a line saying where it came from.
+    /// The text of a new spec: its version, its backend (when not the embedded store) and a
+    /// line saying where it came from.
     #[must_use]
-    pub fn new_spec_text() -> String {
+    pub fn new_spec_text(backend: super::spec::BackendKind) -> String {
+        let backend = match backend {
+            super::spec::BackendKind::Embedded => String::new(),
+            other => format!("backend = \"{}\"\n", other.as_str()),
+        };
         format!(
-            "# A declenv profile spec, started by `declenv env` (`nix-env` commands edit it).\nversion = {}\n",
+            "# A declenv profile spec, started by `declenv env` (`nix-env` commands edit it).\nversion = {}\n{backend}",
             super::spec::SPEC_VERSION
         )
     }
@@ -572,7 +577,10 @@ version = ">=1.6"
 
     #[test]
     fn a_new_spec_gets_sources_before_packages() {
-        let mut editor = SpecEditor::parse(&SpecEditor::new_spec_text()).expect("parses");
+        let mut editor = SpecEditor::parse(&SpecEditor::new_spec_text(
+            crate::model::spec::BackendKind::Embedded,
+        ))
+        .expect("parses");
         editor.set_package(
             "hello",
             &PackageFields {

@@ -19,7 +19,9 @@ use crate::model::spec::{self, Parsed, SourceKind, Spec, SpecError};
 use crate::plan::diff::{self, Change, ChangeKind, Diff, Side};
 use crate::plan::layout::{self, LayoutError};
 use crate::plan::resolve::{self, Decision, HeldBack, ResolveError, ResolveOptions};
+use crate::source::nix::{Expression as NixExpression, load_nix_source};
 use crate::source::{CacheDirectory, SourceError};
+use crate::store::nix::{NixError, NixStore, TreeToAdd};
 use crate::store::{
     BinaryCache, EmbeddedStore, StoreDir, StoreError, TransferError, nar, nixbase32,
     path::source_store_path,
@@ -179,6 +181,15 @@ pub enum DeclarativeError {
         /// The store path.
         path: String,
     },
+    /// A Nix command of the Nix backend failed.
+    #[error("cannot {action}")]
+    Nix {
+        /// What was being done (`build the user environment`, …).
+        action: String,
+        /// What failed.
+        #[source]
+        source: Box<NixError>,
+    },
     /// A saved plan no longer fits.
     #[error("the saved plan `{}` is out of date: {reason}", path.display())]
     StalePlan {
@@ -253,6 +264,7 @@ impl DeclarativeError {
                 "build or fetch it with Nix, or run `declenv lock --update {id}` to pick what the sources offer now"
             )),
             Self::StalePlan { .. } => Some("run `declenv plan -o FILE` again".to_owned()),
+            Self::Nix { source, .. } => source.hint(),
             Self::Substitute { source, cache, .. } => source.hint().or_else(|| {
                 Some(format!(
                     "repair `{cache}`, or remove it from `substituters` to add the package from its source"
@@ -331,28 +343,62 @@ pub struct Sources {
     pub catalog: Catalog,
     /// Their identities, in order.
     pub identities: Vec<String>,
+    /// For each source that is a Nix expression, the file or directory it resolved to (what
+    /// `nix-build` builds its attributes from); `None` for the others.
+    pub expressions: Vec<Option<PathBuf>>,
 }
 
-/// Loads every source of `spec`.
+/// Loads every source of `spec`; Nix expressions are evaluated by the Nix the environment
+/// selects (through the cache when it has them).
 pub fn load_sources(spec: &Spec, cache: &CacheDirectory) -> Result<Sources, DeclarativeError> {
     let mut packed = Vec::new();
     let mut identities = Vec::new();
+    let mut expressions = Vec::new();
+    let mut nix = None;
     for source in &spec.sources {
-        let kind = match source.kind {
-            SourceKind::Channel => crate::source::SourceKind::Channel,
-            SourceKind::Catalog => crate::source::SourceKind::CatalogJson,
+        let source_error = |error| DeclarativeError::Source {
+            id: source.id.clone(),
+            source: Box::new(error),
         };
-        let (catalog, identity) = crate::source::load_source_identified(&source.path, kind, cache)
-            .map_err(|error| DeclarativeError::Source {
-                id: source.id.clone(),
-                source: Box::new(error),
-            })?;
+        let (catalog, identity, expression) = match source.kind {
+            SourceKind::Channel | SourceKind::Catalog => {
+                let kind = if source.kind == SourceKind::Channel {
+                    crate::source::SourceKind::Channel
+                } else {
+                    crate::source::SourceKind::CatalogJson
+                };
+                let (catalog, identity) =
+                    crate::source::load_source_identified(&source.path, kind, cache)
+                        .map_err(source_error)?;
+                (catalog, identity, None)
+            }
+            SourceKind::Nix => {
+                let nix = match &mut nix {
+                    Some(nix) => nix,
+                    None => nix.insert(NixStore::from_environment().map_err(|error| {
+                        source_error(crate::source::SourceError::Nix {
+                            expression: source.written.clone(),
+                            source: Box::new(error),
+                        })
+                    })?),
+                };
+                let expression = match source.search_path_entry() {
+                    Some(entry) => NixExpression::SearchPath(entry),
+                    None => NixExpression::Path(&source.path),
+                };
+                let loaded = load_nix_source(&source.written, expression, nix, cache)
+                    .map_err(source_error)?;
+                (loaded.catalog, loaded.identity, Some(loaded.expression))
+            }
+        };
         packed.push(catalog);
         identities.push(identity);
+        expressions.push(expression);
     }
     Ok(Sources {
         catalog: Catalog::from_packed(packed),
         identities,
+        expressions,
     })
 }
 
@@ -759,6 +805,11 @@ pub struct Desired {
     pub element: ManifestElement,
     /// Every output's expected store path and, when a source ships it, its tree.
     pub outputs: BTreeMap<String, (String, Option<PathBuf>)>,
+    /// The NAR hash the lockfile records for each output that has one (`sha256:<nixbase32>`).
+    pub nar_hashes: BTreeMap<String, String>,
+    /// The resolved Nix expression it comes from, when its source is one: the Nix backend
+    /// builds its outputs as attributes of that expression.
+    pub expression: Option<PathBuf>,
 }
 
 /// The store path of a locked output in `store_dir`.
@@ -855,6 +906,13 @@ pub fn desired_elements(
                 drv_path: None,
             },
             outputs,
+            nar_hashes: package
+                .outputs
+                .iter()
+                .filter_map(|(output, locked)| Some((output.clone(), locked.nar_hash.clone()?)))
+                .collect(),
+            expression: source_index
+                .and_then(|index| sources.expressions.get(index).cloned().flatten()),
         });
     }
     desired
@@ -996,6 +1054,10 @@ pub struct Plan {
     pub profile: String,
     /// The current generation, if any.
     pub generation: Option<u32>,
+    /// Whether the current generation was made by something other than declenv (`nix-env`,
+    /// another tool): then what it holds beyond the spec is drift the plan undoes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub made_outside: bool,
     /// The state the plan was made against.
     pub base: PlanBase,
     /// The edits.
@@ -1063,6 +1125,7 @@ pub fn make_plan(
         },
         profile: profile.path().to_string_lossy().into_owned(),
         generation: current.generation,
+        made_outside: current.generation.is_some() && current.record.is_none(),
         base: PlanBase {
             profile_link: current.link_text.clone(),
             spec_path: spec_file.path.to_string_lossy().into_owned(),
@@ -1145,11 +1208,31 @@ pub struct Applied {
     pub fetched: BTreeMap<String, Vec<String>>,
 }
 
+/// The store an apply realises packages in and builds the environment with.
+#[derive(Debug, Clone, Copy)]
+pub enum Store<'a> {
+    /// declenv's own store.
+    Embedded(&'a EmbeddedStore),
+    /// A real Nix store, through Nix's commands.
+    Nix(&'a NixStore),
+}
+
+impl Store<'_> {
+    /// The store directory paths are computed for.
+    #[must_use]
+    pub fn store_dir(&self) -> &StoreDir {
+        match self {
+            Self::Embedded(store) => store.store_dir(),
+            Self::Nix(store) => store.store_dir(),
+        }
+    }
+}
+
 /// Where an apply acts.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     /// The store packages and the environment go to.
-    pub store: &'a EmbeddedStore,
+    pub store: Store<'a>,
     /// The profile that gets the new generation.
     pub profile: &'a Profile,
     /// A directory on the store's filesystem for temporary trees.
@@ -1173,8 +1256,64 @@ pub fn apply(
     } = target;
     // Held until the generation roots what this adds (or finds valid): no collection between.
     let _gc_lock = profile.hold_gc_lock(LockOptions::default(), report)?;
-    let mut elements = Vec::new();
     let mut ids = BTreeMap::new();
+    for wanted in &planned.desired {
+        ids.insert(wanted.element.out_path.clone(), wanted.id.clone());
+    }
+    // The Nix backend's temporary roots, kept until the generation roots the environment.
+    let mut temporary_roots = None;
+    let (environment, warnings, fetched) = match store {
+        Store::Embedded(store) => {
+            let (built, fetched) = realise_embedded(store, spec_file, planned, scratch, progress)?;
+            (built.path.to_string(), built.warnings, fetched)
+        }
+        Store::Nix(store) => {
+            let (directory, path, warnings) = realise_nix(store, planned, scratch, progress)?;
+            temporary_roots = Some(directory);
+            (path, warnings, BTreeMap::new())
+        }
+    };
+    let token = planned
+        .current
+        .token
+        .clone()
+        .unwrap_or(profile.read_token()?);
+    let generation = profile.commit(
+        &token,
+        Path::new(&environment),
+        &Provenance {
+            command: std::env::args().collect(),
+            declarative: Some(DeclarativeRecord {
+                spec_path: spec_file.path.to_string_lossy().into_owned(),
+                spec: spec_file.text.clone(),
+                lock: locked.text.clone(),
+                ids,
+            }),
+        },
+        LockOptions::default(),
+        report,
+    )?;
+    drop(temporary_roots);
+    Ok(Applied {
+        generation,
+        warnings,
+        fetched,
+    })
+}
+
+/// What [`realise_embedded`] fetched, by substituter.
+type Fetched = BTreeMap<String, Vec<String>>;
+
+/// Adds the desired packages to the embedded store (from a substituter, else from their
+/// trees) and builds the environment there.
+fn realise_embedded(
+    store: &EmbeddedStore,
+    spec_file: &SpecFile,
+    planned: &Planned,
+    scratch: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(super::build::BuiltEnvironment, Fetched), DeclarativeError> {
+    let mut elements = Vec::new();
     let caches: Vec<BinaryCache> = spec_file
         .spec()
         .substituters
@@ -1216,35 +1355,121 @@ pub fn apply(
                 }
             }
         }
-        ids.insert(wanted.element.out_path.clone(), wanted.id.clone());
         elements.push(wanted.element.clone());
     }
     let built = build_environment(store, &elements, scratch)?;
-    let token = planned
-        .current
-        .token
-        .clone()
-        .unwrap_or(profile.read_token()?);
-    let generation = profile.commit(
-        &token,
-        Path::new(&built.path.to_string()),
-        &Provenance {
-            command: std::env::args().collect(),
-            declarative: Some(DeclarativeRecord {
-                spec_path: spec_file.path.to_string_lossy().into_owned(),
-                spec: spec_file.text.clone(),
-                lock: locked.text.clone(),
-                ids,
+    Ok((built, fetched))
+}
+
+/// Has Nix realise the desired packages and build the environment in its store, as `nix-env`
+/// would: outputs of Nix expressions are built with `nix-build`, other store paths realised with
+/// `nix-store --realise`, channel trees added by the environment's own evaluation. Returns the
+/// temporary directory whose links root all of it (to be dropped once the generation roots the
+/// environment), the environment's store path and Nix's warnings.
+fn realise_nix(
+    store: &NixStore,
+    planned: &Planned,
+    scratch: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(tempfile::TempDir, String, Vec<String>), DeclarativeError> {
+    let nix_error = |action: &str| {
+        let action = action.to_owned();
+        move |source| DeclarativeError::Nix {
+            action,
+            source: Box::new(source),
+        }
+    };
+    let directory = std::fs::create_dir_all(scratch)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix("nix-apply-")
+                .tempdir_in(scratch)
+        })
+        .map_err(|source| DeclarativeError::Nix {
+            action: "prepare the build".to_owned(),
+            source: Box::new(NixError::Write {
+                path: scratch.to_owned(),
+                source,
             }),
-        },
-        LockOptions::default(),
-        report,
-    )?;
-    Ok(Applied {
-        generation,
-        warnings: built.warnings,
-        fetched,
-    })
+        })?;
+    let mut attributes: BTreeMap<&Path, Vec<String>> = BTreeMap::new();
+    let mut paths = Vec::new();
+    let mut trees = Vec::new();
+    let mut tree_paths = std::collections::BTreeSet::new();
+    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    for wanted in &planned.desired {
+        progress(&wanted.element.name);
+        for output in wanted.element.outputs.keys() {
+            let Some((expected, tree)) = wanted.outputs.get(output) else {
+                continue;
+            };
+            owners.insert(expected, &wanted.id);
+            match (tree, &wanted.expression, &wanted.attr_path) {
+                (Some(tree), _, _) => {
+                    tree_paths.insert(expected.as_str());
+                    trees.push(TreeToAdd {
+                        tree: tree.clone(),
+                        name: output_store_name(&wanted.element.name, output),
+                        nar_hash: wanted.nar_hashes.get(output).cloned().unwrap_or_default(),
+                    });
+                }
+                (None, Some(expression), Some(attr_path)) => attributes
+                    .entry(expression)
+                    .or_default()
+                    .push(format!("{attr_path}.{output}")),
+                (None, _, _) => paths.push(expected.clone()),
+            }
+        }
+    }
+    for (index, (expression, attributes)) in attributes.iter().enumerate() {
+        store
+            .build_attributes(
+                expression,
+                attributes,
+                &directory.path().join(format!("built-{index}")),
+            )
+            .map_err(nix_error(&format!(
+                "build the packages of `{}`",
+                expression.display()
+            )))?;
+    }
+    store
+        .realise_paths(&paths, &directory.path().join("realised"))
+        .map_err(nix_error("realise the packages' store paths"))?;
+    // What Nix built must be what the lockfile names: a source that changed since it was
+    // locked builds something else.
+    let built: Vec<String> = owners
+        .keys()
+        .filter(|path| !tree_paths.contains(*path))
+        .map(|path| (*path).to_owned())
+        .collect();
+    let invalid = store
+        .invalid_paths(&built)
+        .map_err(nix_error("check the built packages"))?;
+    if let Some(path) = invalid.first() {
+        return Err(DeclarativeError::Unavailable {
+            id: owners
+                .get(path.as_str())
+                .copied()
+                .unwrap_or_default()
+                .to_owned(),
+            path: path.clone(),
+        });
+    }
+    let elements: Vec<ManifestElement> = planned
+        .desired
+        .iter()
+        .map(|wanted| wanted.element.clone())
+        .collect();
+    let (path, warnings) = store
+        .build_environment(
+            &elements,
+            &trees,
+            directory.path(),
+            &directory.path().join("environment"),
+        )
+        .map_err(nix_error("build the user environment"))?;
+    Ok((directory, path.to_string(), warnings))
 }
 
 /// Fetches `expected` with its closure from the first substituter that has it, when it is a

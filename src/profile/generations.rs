@@ -63,6 +63,16 @@ impl ProfileLayout {
             gc_lock: super::gc_lock::lock_path(root),
         }
     }
+
+    /// The layout of a profile of the Nix backend: generation links rooted in Nix's own
+    /// `gcroots/auto` (as `nix-env` roots them), declenv's metadata and lock under `root`.
+    #[must_use]
+    pub fn for_nix(root: &Path, gcroots_auto: &Path) -> Self {
+        Self {
+            gcroots_auto: gcroots_auto.to_owned(),
+            ..Self::under_root(root)
+        }
+    }
 }
 
 /// What went wrong with a profile. Every variant names the profile.

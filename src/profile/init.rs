@@ -6,12 +6,12 @@
 
 use super::declarative::{Current, Sources};
 use crate::model::manifest::{ManifestElement, NixValue};
-use crate::model::spec::SPEC_VERSION;
+use crate::model::spec::{BackendKind, SPEC_VERSION};
 use std::collections::BTreeSet;
 use std::path::Path;
 use toml_edit::{DocumentMut, Item, Table, value};
 
-/// A source to declare: name, kind (`channel` or `catalog`) and path as given.
+/// A source to declare: name, kind (`channel`, `catalog` or `nix`) and path as given.
 pub type SourceArg = (String, &'static str, String);
 
 /// The `#:schema` line: editors that read it (taplo, Even Better TOML) complete and check the
@@ -21,8 +21,11 @@ pub fn schema_line(schema: &Path) -> String {
     format!("#:schema {}", schema.display())
 }
 
-fn header(document: &mut DocumentMut, sources: &[SourceArg]) {
+fn header(document: &mut DocumentMut, backend: BackendKind, sources: &[SourceArg]) {
     document["version"] = value(i64::from(SPEC_VERSION));
+    if backend != BackendKind::Embedded {
+        document["backend"] = value(backend.as_str());
+    }
     if sources.is_empty() {
         return;
     }
@@ -38,20 +41,23 @@ fn header(document: &mut DocumentMut, sources: &[SourceArg]) {
 
 /// A spec with only the sources (used to load them before the packages are known).
 #[must_use]
-pub fn probe_spec(sources: &[SourceArg]) -> String {
+pub fn probe_spec(backend: BackendKind, sources: &[SourceArg]) -> String {
     let mut document = DocumentMut::new();
-    header(&mut document, sources);
+    header(&mut document, backend, sources);
     document.to_string()
 }
 
 /// A commented template.
 #[must_use]
-pub fn template(sources: &[SourceArg], schema: &Path) -> String {
+pub fn template(backend: BackendKind, sources: &[SourceArg], schema: &Path) -> String {
     let schema_line = schema_line(schema);
     let mut document = DocumentMut::new();
-    header(&mut document, sources);
+    header(&mut document, backend, sources);
     let source_hint = sources.first().map_or_else(
-        || "# [sources.demo]\n# channel = \"channel\"       # a channel directory, relative to this file\n# catalog = \"catalog.json\" # or a catalog from `nix-env -qa --json --out-path --meta`\n\n".to_owned(),
+        || match backend {
+            BackendKind::Embedded => "# [sources.demo]\n# channel = \"channel\"       # a channel directory, relative to this file\n# catalog = \"catalog.json\" # or a catalog from `nix-env -qa --json --out-path --meta`\n\n".to_owned(),
+            BackendKind::Nix => "# [sources.nixpkgs]\n# nix = \"<nixpkgs>\"        # a Nix expression: a search-path lookup, a file or a directory\n\n".to_owned(),
+        },
         |_| String::new(),
     );
     format!(
@@ -76,12 +82,13 @@ fn meta_text(element: &ManifestElement, key: &str) -> Option<String> {
 #[must_use]
 pub fn spec_from_current(
     current: &Current,
+    backend: BackendKind,
     source_args: &[SourceArg],
     sources: &Sources,
     schema: &Path,
 ) -> String {
     let mut document = DocumentMut::new();
-    header(&mut document, source_args);
+    header(&mut document, backend, source_args);
     let mut packages = Table::new();
     packages.set_implicit(true);
     let mut taken = BTreeSet::new();

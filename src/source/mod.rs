@@ -7,6 +7,7 @@
 //! but the cache directory, and a cache that cannot be written is skipped, not an error.
 
 mod memo;
+pub mod nix;
 
 use crate::model::catalog::{
     Catalog, CatalogEntry, CatalogJsonError, parse_catalog_json, sort_for_enumeration,
@@ -64,6 +65,15 @@ pub enum SourceError {
         #[source]
         error: TooLarge,
     },
+    /// Nix could not evaluate a source's expression.
+    #[error("cannot evaluate the Nix expression `{expression}`")]
+    Nix {
+        /// The expression as written in the spec.
+        expression: String,
+        /// What failed.
+        #[source]
+        source: Box<crate::store::nix::NixError>,
+    },
     /// A file name in a channel is not UTF-8; Nix names are text, so we refuse it.
     #[error("package directory `{}` in channel `{}` has a name that is not UTF-8", name.display(), channel.display())]
     NonUtf8Name {
@@ -89,6 +99,7 @@ impl SourceError {
                     .to_owned(),
             ),
             Self::Channel { error, .. } => error.hint(),
+            Self::Nix { source, .. } => source.hint(),
             Self::NonUtf8Name { .. } => Some("rename the directory to `NAME-VERSION` in UTF-8".to_owned()),
         }
     }

@@ -43,6 +43,7 @@ pub mod export;
 pub mod gc;
 mod link_tree;
 pub mod nar;
+pub mod nix;
 pub mod nixbase32;
 pub mod path;
 mod references;

@@ -380,9 +380,10 @@ fn attempt(
 ) -> Result<(), Stop> {
     let profile = context.profile()?;
     let original_text = read_spec_text(spec_path)?;
+    let backend = context.settings.backend().map_err(Stop::from)?;
     let mut text = original_text
         .clone()
-        .unwrap_or_else(SpecEditor::new_spec_text);
+        .unwrap_or_else(|| SpecEditor::new_spec_text(backend));
     let store_dir = context.store_dir()?;
     let (mut spec_file, mut desired) = lock_text(context, spec_path, &text, &store_dir)?;
     for warning in &spec_file.parsed.warnings {
@@ -720,10 +721,14 @@ impl Work<'_> {
         let id = if let Some((id, _)) = existing {
             id.clone()
         } else {
-            let stem = path
-                .file_stem()
-                .map(|stem| stem.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let stem = super::search_path_entry(&path).map_or_else(
+                || {
+                    path.file_stem()
+                        .map(|stem| stem.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                },
+                str::to_owned,
+            );
             let base: String = stem
                 .chars()
                 .map(|character| {
@@ -736,13 +741,18 @@ impl Work<'_> {
                 .collect();
             let taken: BTreeSet<String> = self.editor.source_ids().into_iter().collect();
             let id = unique_id(if base.is_empty() { "source" } else { &base }, &taken);
-            let kind = match file_kind(&path)? {
+            let kind = match file_kind(self.context, &path)? {
                 FileKind::Channel => "channel",
                 FileKind::Catalog => "catalog",
+                FileKind::Nix => "nix",
             };
             let directory = self.spec_path.parent().unwrap_or(Path::new("/")).to_owned();
-            self.editor
-                .add_source(&id, kind, &spec_relative(&path, &directory));
+            let written = if super::search_path_entry(&path).is_some() {
+                path.to_string_lossy().into_owned()
+            } else {
+                spec_relative(&path, &directory)
+            };
+            self.editor.add_source(&id, kind, &written);
             self.sources.push((id.clone(), path));
             id
         };
@@ -1174,7 +1184,7 @@ impl Work<'_> {
         {
             std::fs::create_dir_all(parent).map_err(other)?;
         }
-        let store = super::super::store::open_store(context.settings).map_err(Stop::from)?;
+        let store = context.settings.open_store().map_err(Stop::from)?;
         let mut planned =
             declarative::make_plan(profile, &spec_file, &sources, &locked, store.store_dir())
                 .map_err(|error| {
@@ -1189,7 +1199,7 @@ impl Work<'_> {
         let scratch = context.root()?.join("nix/var/declenv/tmp");
         let applied = declarative::apply(
             declarative::Target {
-                store: &store,
+                store: store.target(),
                 profile,
                 scratch: &scratch,
             },

@@ -1,0 +1,482 @@
+//! The Nix backend's store: a real Nix store, reached only through Nix's own commands.
+//!
+//! Owns running `nix-env`, `nix-instantiate`, `nix-build` and `nix-store` with pinned
+//! arguments and reading what they print. Nothing here writes into the store directory or
+//! Nix's database itself: paths become valid because Nix builds, fetches or adds them, and
+//! they are protected from Nix's garbage collector by the roots Nix makes (`--out-link`,
+//! `--add-root`) until a generation roots them. Every error names the command that failed
+//! and carries what Nix printed.
+//!
+//! The user environment is built as `nix-env` builds one: the manifest goes to the store with
+//! the installed outputs as its references (`builtins.toFile`, which stores text exactly as
+//! `nix-env`'s `addTextToStore` does), and the derivation handed to Nix's `builtin:buildenv`
+//! has the attributes `nix-env`'s `buildenv.nix` gives it. So the same elements make the same
+//! store path as `nix-env -i` would.
+
+use super::{StoreDir, StorePath, StorePathError};
+use crate::model::manifest::{ManifestElement, RenderError, render};
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The arguments every evaluation gets, so that the user's `~/.config/nixpkgs` (its `config.nix`
+/// and overlays) cannot change what a source means. Expressions that are not functions of
+/// these ignore them, as Nix's auto-calling does.
+const PINNED_ARGUMENTS: [&str; 6] = ["--arg", "config", "{ }", "--arg", "overlays", "[ ]"];
+
+/// What Nix printed on its standard error when a command failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NixOutput(pub String);
+
+/// A Nix command that could not be run or failed. Every variant names the command.
+#[derive(Debug, thiserror::Error)]
+pub enum NixError {
+    /// The program could not be started (most often: Nix is not installed).
+    #[error("cannot run `{program}`")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The command exited with an error.
+    #[error("`{command}` failed")]
+    Failed {
+        /// The command, shortened to its program and operation.
+        command: String,
+        /// What Nix printed on its standard error.
+        #[source]
+        output: NixOutput,
+    },
+    /// The command printed something this declenv cannot read.
+    #[error("`{command}` printed `{printed}`, which is not {expected}")]
+    Unexpected {
+        /// The command.
+        command: String,
+        /// What it printed (trimmed).
+        printed: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A file for Nix could not be written.
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// An element cannot be written to a manifest Nix reads back.
+    #[error(transparent)]
+    Manifest(#[from] RenderError),
+    /// A path Nix printed is not a path of this store.
+    #[error(transparent)]
+    InvalidPath(#[from] StorePathError),
+}
+
+impl NixError {
+    /// A hint for the user, where one helps.
+    #[must_use]
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound => Some(
+                "the Nix backend needs Nix's commands on `PATH` (Debian: `apt-get install nix-bin`)"
+                    .to_owned(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// A package tree from a channel, to be added to the Nix store by Nix under a fixed name and
+/// NAR hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeToAdd {
+    /// The tree on disk.
+    pub tree: PathBuf,
+    /// The store path name.
+    pub name: String,
+    /// The expected NAR hash, `sha256:<nixbase32>`; Nix refuses a tree with another one.
+    pub nar_hash: String,
+}
+
+/// A real Nix store, as Nix's environment variables select it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixStore {
+    store_dir: StoreDir,
+    state_dir: PathBuf,
+}
+
+impl NixStore {
+    /// The store Nix's commands use in this environment: `NIX_STORE_DIR` (default `/nix/store`)
+    /// and `NIX_STATE_DIR` (default `/nix/var/nix`).
+    pub fn from_environment() -> Result<Self, NixError> {
+        let variable = |name: &str, default: &str| {
+            std::env::var_os(name)
+                .filter(|value| !value.is_empty())
+                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
+        let store_dir = variable("NIX_STORE_DIR", "/nix/store");
+        // Nix computes paths with the directory as configured, not resolved through symlinks.
+        let store_dir = StoreDir::new(&store_dir.to_string_lossy())?;
+        Ok(Self {
+            store_dir,
+            state_dir: variable("NIX_STATE_DIR", "/nix/var/nix"),
+        })
+    }
+
+    /// The store directory.
+    #[must_use]
+    pub fn store_dir(&self) -> &StoreDir {
+        &self.store_dir
+    }
+
+    /// Nix's state directory (`/nix/var/nix`).
+    #[must_use]
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Nix's indirect GC roots, `STATE/gcroots/auto`.
+    #[must_use]
+    pub fn gcroots_auto(&self) -> PathBuf {
+        self.state_dir.join("gcroots").join("auto")
+    }
+
+    /// The profile `nix-env` uses when given none: the target of `~/.nix-profile` when that is
+    /// a link, else `STATE/profiles/default` for root and `STATE/profiles/per-user/USER/profile`
+    /// for anyone else (Nix 2.8's `getDefaultProfile`, without creating the link).
+    #[must_use]
+    pub fn default_profile(&self, home: Option<&Path>) -> PathBuf {
+        if let Some(home) = home {
+            let link = home.join(".nix-profile");
+            if let Ok(target) = std::fs::read_link(&link) {
+                return home.join(target);
+            }
+        }
+        // The owner of `/proc/self` is the process's user on Linux; elsewhere, `USER`.
+        let user = std::env::var("USER").unwrap_or_default();
+        let is_root = std::fs::metadata("/proc/self").map_or(user == "root", |metadata| {
+            std::os::unix::fs::MetadataExt::uid(&metadata) == 0
+        });
+        if is_root || user.is_empty() {
+            self.state_dir.join("profiles").join("default")
+        } else {
+            self.state_dir
+                .join("profiles")
+                .join("per-user")
+                .join(user)
+                .join("profile")
+        }
+    }
+
+    /// Nix's version line, e.g. `nix-env (Nix) 2.8.0`.
+    pub fn version(&self) -> Result<String, NixError> {
+        let output = run(
+            Command::new("nix-env").arg("--version"),
+            "nix-env --version",
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Resolves a search-path entry (`nixpkgs` for `<nixpkgs>`) as Nix does, through `NIX_PATH`.
+    pub fn find_file(&self, entry: &str) -> Result<PathBuf, NixError> {
+        let command = format!("nix-instantiate --find-file {entry}");
+        let output = run(
+            Command::new("nix-instantiate").args(["--find-file", entry]),
+            &command,
+        )?;
+        let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if printed.is_empty() || !printed.starts_with('/') {
+            return Err(NixError::Unexpected {
+                command,
+                printed,
+                expected: "an absolute path",
+            });
+        }
+        Ok(PathBuf::from(printed))
+    }
+
+    /// Every package `expression` offers, as `nix-env -qa --json --out-path --meta` prints
+    /// them, evaluated with [`PINNED_ARGUMENTS`] and without the `NIXPKGS_*` variables.
+    pub fn query_available(&self, expression: &Path) -> Result<Vec<u8>, NixError> {
+        let mut command = Command::new("nix-env");
+        command
+            .arg("-f")
+            .arg(expression)
+            .args(PINNED_ARGUMENTS)
+            .args(["-qa", "*", "--json", "--out-path", "--meta"]);
+        pin_environment(&mut command);
+        let output = run(
+            &mut command,
+            &format!("nix-env -f {} -qa --json", expression.display()),
+        )?;
+        Ok(output.stdout)
+    }
+
+    /// Which of `paths` are not valid in the store.
+    pub fn invalid_paths(&self, paths: &[String]) -> Result<Vec<String>, NixError> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let output = run(
+            Command::new("nix-store")
+                .args(["--check-validity", "--print-invalid"])
+                .args(paths),
+            "nix-store --check-validity",
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Builds (or fetches) the attribute paths `attributes` of `expression` with `nix-build`,
+    /// evaluated as [`NixStore::query_available`] evaluates it. The outputs stay rooted by
+    /// `out_link`, `out_link-2`, … until the caller removes those links.
+    pub fn build_attributes(
+        &self,
+        expression: &Path,
+        attributes: &[String],
+        out_link: &Path,
+    ) -> Result<(), NixError> {
+        if attributes.is_empty() {
+            return Ok(());
+        }
+        let mut command = Command::new("nix-build");
+        command.arg(expression).args(PINNED_ARGUMENTS);
+        for attribute in attributes {
+            command.arg("-A").arg(attribute);
+        }
+        command.arg("--out-link").arg(out_link);
+        pin_environment(&mut command);
+        run(
+            &mut command,
+            &format!("nix-build {} -A …", expression.display()),
+        )?;
+        Ok(())
+    }
+
+    /// Makes `paths` valid (they are already, or a substituter has them) and roots them by
+    /// `root`, `root-2`, … until the caller removes those links.
+    pub fn realise_paths(&self, paths: &[String], root: &Path) -> Result<(), NixError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        run(
+            Command::new("nix-store")
+                .arg("--realise")
+                .args(paths)
+                .arg("--add-root")
+                .arg(root),
+            "nix-store --realise",
+        )?;
+        Ok(())
+    }
+
+    /// Builds the user environment holding `elements` with Nix's `builtin:buildenv`, as
+    /// `nix-env` does, and returns its store path; the environment stays rooted by `out_link`
+    /// until the caller removes it. `trees` are channel trees some elements' outputs are:
+    /// Nix adds them in the same evaluation (checking their NAR hashes), so nothing is ever
+    /// valid without a root. The expression and a copy of the manifest are written to
+    /// `directory`, which must exist.
+    pub fn build_environment(
+        &self,
+        elements: &[ManifestElement],
+        trees: &[TreeToAdd],
+        directory: &Path,
+        out_link: &Path,
+    ) -> Result<(StorePath, Vec<String>), NixError> {
+        let manifest = render(elements)?;
+        let tree_paths: std::collections::BTreeSet<String> = trees
+            .iter()
+            .filter_map(|tree| {
+                let digest = super::nixbase32::decode(tree.nar_hash.strip_prefix("sha256:")?)
+                    .ok()?
+                    .try_into()
+                    .ok()?;
+                super::path::source_store_path(&self.store_dir, &digest, &tree.name)
+                    .ok()
+                    .map(|path| path.to_string())
+            })
+            .collect();
+        let mut references = Vec::new();
+        for tree in trees {
+            references.push(format!(
+                "(builtins.path {{ path = {}; name = {}; recursive = true; sha256 = {}; }})",
+                nix_string(&tree.tree.to_string_lossy()),
+                nix_string(&tree.name),
+                nix_string(
+                    tree.nar_hash
+                        .strip_prefix("sha256:")
+                        .unwrap_or(&tree.nar_hash)
+                ),
+            ));
+        }
+        let mut named = std::collections::BTreeSet::new();
+        for element in elements {
+            for path in element.outputs.values() {
+                if !tree_paths.contains(path) && named.insert(path.clone()) {
+                    references.push(format!("(builtins.storePath {})", nix_string(path)));
+                }
+            }
+        }
+        let expression = format!(
+            "# The user environment, as nix-env's buildenv.nix builds it from manifest.nix.\n\
+             let\n  \
+               elements = import ./manifest.nix;\n  \
+               references = [\n    {}\n  ];\n  \
+               text = builtins.foldl' (text: reference: text + builtins.substring 0 0 reference)\n    \
+                 (builtins.readFile ./manifest.nix) references;\n\
+             in\n\
+             derivation {{\n  \
+               name = \"user-environment\";\n  \
+               system = \"builtin\";\n  \
+               builder = \"builtin:buildenv\";\n  \
+               manifest = builtins.toFile \"env-manifest.nix\" text;\n  \
+               derivations = map (d: [ (d.meta.active or \"true\") (d.meta.priority or 5)\n    \
+                 (builtins.length d.outputs) ] ++ map (output: builtins.getAttr output d) d.outputs)\n    \
+                 elements;\n  \
+               preferLocalBuild = true;\n  \
+               allowSubstitutes = false;\n\
+             }}\n",
+            references.join("\n    ")
+        );
+        let write = |name: &str, contents: &[u8]| {
+            let path = directory.join(name);
+            std::fs::write(&path, contents).map_err(|source| NixError::Write { path, source })
+        };
+        write("manifest.nix", manifest.as_bytes())?;
+        write("default.nix", expression.as_bytes())?;
+        let mut command = Command::new("nix-build");
+        command.arg(directory).arg("--out-link").arg(out_link);
+        let output = run(&mut command, "nix-build (user environment)")?;
+        let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let path = StorePath::from_absolute_path(self.store_dir.clone(), &printed)?;
+        let warnings = String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .filter_map(|line| line.strip_prefix("warning: "))
+            .map(str::to_owned)
+            .collect();
+        Ok((path, warnings))
+    }
+
+    /// Runs Nix's garbage collector: `nix-store --gc`, or with `report` (`--print-dead`,
+    /// `--print-live`) only its report. Returns the paths deleted or reported, and Nix's summary.
+    pub fn collect_garbage(&self, report: Option<&str>) -> Result<(Vec<String>, String), NixError> {
+        let mut command = Command::new("nix-store");
+        command.arg("--gc").args(report);
+        let output = run(&mut command, "nix-store --gc")?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let paths = if report.is_some() {
+            stdout.lines().map(str::to_owned).collect()
+        } else {
+            stderr
+                .lines()
+                .filter_map(|line| line.strip_prefix("deleting '")?.strip_suffix('\''))
+                .map(str::to_owned)
+                .collect()
+        };
+        let summary = if report.is_some() {
+            String::new()
+        } else {
+            stdout.trim().to_owned()
+        };
+        Ok((paths, summary))
+    }
+}
+
+/// Removes what could make an evaluation depend on the user rather than on the source.
+fn pin_environment(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("NIXPKGS_") {
+            command.env_remove(&name);
+        }
+    }
+}
+
+/// Runs `command`, capturing its output; an exit status other than 0 is an error carrying
+/// what it printed on standard error.
+fn run(command: &mut Command, description: &str) -> Result<Output, NixError> {
+    let program: OsString = command.get_program().to_owned();
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| NixError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        })?;
+    if output.status.success() {
+        return Ok(output);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut printed = stderr.trim().to_owned();
+    if printed.is_empty() {
+        printed = format!("it exited with {}", output.status);
+    }
+    Err(NixError::Failed {
+        command: description.to_owned(),
+        output: NixOutput(printed),
+    })
+}
+
+/// `text` as a Nix string literal.
+#[must_use]
+pub fn nix_string(text: &str) -> String {
+    let mut literal = String::with_capacity(text.len() + 2);
+    literal.push('"');
+    let mut characters = text.chars().peekable();
+    while let Some(character) = characters.next() {
+        match character {
+            '"' => literal.push_str("\\\""),
+            '\\' => literal.push_str("\\\\"),
+            '\n' => literal.push_str("\\n"),
+            '\r' => literal.push_str("\\r"),
+            '\t' => literal.push_str("\\t"),
+            '$' if characters.peek() == Some(&'{') => literal.push_str("\\$"),
+            other => literal.push(other),
+        }
+    }
+    literal.push('"');
+    literal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("plain", "\"plain\"")]
+    #[case("a \"quoted\" word", "\"a \\\"quoted\\\" word\"")]
+    #[case("back\\slash", "\"back\\\\slash\"")]
+    #[case("${interpolation}", "\"\\${interpolation}\"")]
+    #[case("$HOME and $", "\"$HOME and $\"")]
+    #[case("line\nbreak\ttab", "\"line\\nbreak\\ttab\"")]
+    fn strings_are_quoted_for_nix(#[case] text: &str, #[case] expected: &str) {
+        assert_eq!(nix_string(text), expected);
+    }
+
+    #[test]
+    fn the_default_profile_follows_the_users_link() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let store = NixStore {
+            store_dir: StoreDir::new("/nix/store").expect("store dir"),
+            state_dir: PathBuf::from("/nix/var/nix"),
+        };
+        std::os::unix::fs::symlink(
+            "/nix/var/nix/profiles/per-user/alice/profile",
+            home.path().join(".nix-profile"),
+        )
+        .expect("symlink");
+        assert_eq!(
+            store.default_profile(Some(home.path())),
+            PathBuf::from("/nix/var/nix/profiles/per-user/alice/profile")
+        );
+    }
+}
