@@ -3,7 +3,8 @@
 //!
 //! Evaluating nixpkgs takes Nix many seconds, so what it printed is cached under a key made of
 //! everything the result depends on that can be checked cheaply: the expression as written and
-//! as resolved, Nix's version, the system, `NIX_PATH`, and a fingerprint of the expression's
+//! as resolved, which Nix evaluates it (its `nix-env`, resolved, with its size and time), the
+//! system, `NIX_PATH`, and a fingerprint of the expression's
 //! files (a path in the Nix store is immutable, so its name is its fingerprint; a local tree is
 //! fingerprinted by the names, sizes and modification times of its files). The source's
 //! identity, which the lockfile records, is computed only when Nix runs: the store path, or a
@@ -73,11 +74,11 @@ pub fn load_nix_source(
             .parent()
             .map_or_else(|| canonical.clone(), Path::to_owned)
     };
-    let version = nix.version().map_err(nix_error)?;
+    let nix_identity = nix.identity().map_err(nix_error)?;
     let mut key = Sha256::new();
     for part in [
         CACHE_FORMAT,
-        &version,
+        &nix_identity,
         &super::host_system(),
         &std::env::var("NIX_PATH").unwrap_or_default(),
         written,

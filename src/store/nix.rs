@@ -183,6 +183,32 @@ impl NixStore {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
+    /// What identifies the Nix that evaluates sources, cheaply: the `nix-env` found on `PATH`,
+    /// resolved through symlinks (a Nix installed in a store is named by its hash), with its
+    /// size and modification time. Falls back to running `nix-env --version` when there is none
+    /// to look at (the error then says Nix is missing).
+    pub fn identity(&self) -> Result<String, NixError> {
+        let found = std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|directory| directory.join("nix-env"))
+                .find(|candidate| candidate.is_file())
+        });
+        if let Some(program) = found
+            && let Ok(canonical) = std::fs::canonicalize(&program)
+            && let Ok(metadata) = std::fs::metadata(&canonical)
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            return Ok(format!(
+                "{} {} {}.{}",
+                canonical.display(),
+                metadata.size(),
+                metadata.mtime(),
+                metadata.mtime_nsec()
+            ));
+        }
+        self.version()
+    }
+
     /// Resolves a search-path entry (`nixpkgs` for `<nixpkgs>`) as Nix does, through `NIX_PATH`.
     pub fn find_file(&self, entry: &str) -> Result<PathBuf, NixError> {
         let command = format!("nix-instantiate --find-file {entry}");
