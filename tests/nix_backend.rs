@@ -40,6 +40,7 @@ in {
   docs = (make "docs" "0.3" { outputs = [ "out" "man" ]; })
     // { meta.outputsToInstall = [ "out" "man" ]; };
   extra = make "extra" "0.1" { };
+  hello_2_13 = make "hello" "2.13" { };
 }
 "#;
 
@@ -301,8 +302,13 @@ fn live_apply_makes_generations_nix_env_reads_and_sees_what_nix_env_did() {
             Some(name.to_owned())
         ))
     );
-    let applied = sandbox.declenv_expect(0, &["apply", "-y", "--json"]).json();
-    assert_eq!(applied["generation"], 1);
+    let applied = sandbox.declenv_expect(0, &["apply", "-y", "--json"]);
+    // Nix's build lines are the apply's progress.
+    assert!(
+        applied.stderr.contains("building '") && applied.stderr.contains("-hello-2.12.drv'"),
+        "{applied:#?}"
+    );
+    assert_eq!(applied.json()["generation"], 1);
 
     // nix-env reads the profile declenv made: its packages and its one generation.
     assert_eq!(sandbox.installed(), ["docs-0.3", "hello-2.12", "tool-1.0"]);
@@ -741,6 +747,87 @@ fn live_watch_applies_a_nix_backed_spec_on_save() {
         ["docs-0.3", "extra-0.1", "hello-2.12", "tool-1.0"]
     );
     assert_eq!(sandbox.nix_generations(), [(1, false), (2, true)]);
+}
+
+#[test]
+fn live_a_collision_found_once_packages_are_built_names_its_fix() {
+    if !live() {
+        return;
+    }
+    let sandbox = Sandbox::new(&format!(
+        "{SPEC}\n[packages.newer-hello]\nattr = \"hello_2_13\"\n"
+    ));
+    // Nothing is built yet, so the plan cannot look into the packages.
+    sandbox.declenv_expect(2, &["plan", "--detailed-exitcode"]);
+    let failed = sandbox.declenv_expect(2, &["apply", "-y"]);
+    assert!(
+        failed.stderr.contains("bin/hello")
+            && failed
+                .stderr
+                .contains("set `priority = 4` under `[packages."),
+        "{failed:#?}"
+    );
+    assert!(
+        !sandbox.profile.exists(),
+        "a failed apply made a generation"
+    );
+    // Now that they are built, the plan finds the collision itself.
+    let plan = sandbox.declenv_expect(1, &["plan", "--detailed-exitcode"]);
+    assert!(plan.stderr.contains("set `priority = 4`"), "{plan:#?}");
+}
+
+/// A declenv killed after Nix built everything, just before the generation link: the profile
+/// is as it was for nix-env too, and the next apply converges and drops the dead run's roots.
+#[test]
+fn live_a_killed_apply_leaves_the_profile_as_it_was_and_the_next_one_converges() {
+    if !live() {
+        return;
+    }
+    let sandbox = Sandbox::new(SPEC);
+    sandbox.declenv_expect(0, &["apply", "-y"]);
+    sandbox.write_spec(&format!("{SPEC}\n[packages.extra]\nattr = \"extra\"\n"));
+    let killed = sandbox
+        .command(env!("CARGO_BIN_EXE_declenv"))
+        .env("DECLENV_FAULT", "generation-before-link:abort")
+        .arg("--root")
+        .arg(&sandbox.root)
+        .arg("--file")
+        .arg(&sandbox.spec)
+        .arg("--profile")
+        .arg(&sandbox.profile)
+        .args(["apply", "-y"])
+        .output()
+        .expect("declenv runs");
+    // The fault point aborts the process: no exit status, a signal.
+    assert!(killed.status.code().is_none(), "{killed:?}");
+    assert_eq!(sandbox.installed(), ["docs-0.3", "hello-2.12", "tool-1.0"]);
+    assert_eq!(sandbox.nix_generations(), [(1, true)]);
+    let scratch = sandbox.root.join("nix/var/declenv/tmp");
+    let entries = |directory: &Path| -> Vec<PathBuf> {
+        fs_err::read_dir(directory)
+            .map(|entries| entries.map(|entry| entry.expect("entry").path()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(entries(&scratch).len(), 1, "the killed run's roots stay");
+
+    let applied = sandbox.declenv_expect(0, &["apply", "-y", "--json"]).json();
+    assert_eq!(applied["generation"], 2);
+    assert_eq!(
+        sandbox.installed(),
+        ["docs-0.3", "extra-0.1", "hello-2.12", "tool-1.0"]
+    );
+    assert_eq!(entries(&scratch), Vec::<PathBuf>::new());
+    // The killed run's indirect roots now dangle, and Nix removes them when it collects.
+    sandbox.nix("nix-store", &["--gc"]);
+    for link in entries(&sandbox.root.join("nix/var/nix/gcroots/auto")) {
+        let target = fs_err::read_link(&link).expect("a root is a link");
+        assert!(
+            !target.starts_with(&scratch),
+            "{} still points into {}",
+            link.display(),
+            scratch.display()
+        );
+    }
 }
 
 // ---- refusals, without Nix -----------------------------------------------------------------

@@ -669,6 +669,9 @@ struct ApplyJson<'a> {
 fn report(message: &ProfileMessage) {
     if let Some(text) = super::generations::waiting_text(message) {
         eprintln!("{}", text.dimmed());
+    } else if let ProfileMessage::Nix(line) = message {
+        // What Nix builds, as it builds it: the progress of a long apply.
+        eprintln!("{}", line.dimmed());
     }
 }
 

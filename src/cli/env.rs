@@ -138,7 +138,8 @@ impl Say {
         match message {
             ProfileMessage::WaitingForLock { .. }
             | ProfileMessage::WaitingForGc { .. }
-            | ProfileMessage::Switching(_) => {
+            | ProfileMessage::Switching(_)
+            | ProfileMessage::Nix(_) => {
                 self.info(&message.to_string());
             }
             ProfileMessage::Removing { .. } | ProfileMessage::WouldRemove { .. } => {

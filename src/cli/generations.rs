@@ -81,6 +81,7 @@ fn report(message: &ProfileMessage) {
         },
         ProfileMessage::Removing { number } => format!("removing generation {number}"),
         ProfileMessage::WouldRemove { number } => format!("would remove generation {number}"),
+        ProfileMessage::Nix(line) => line.clone(),
     };
     anstream::eprintln!("{}", text.dimmed());
 }

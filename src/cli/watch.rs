@@ -326,6 +326,8 @@ impl Reporter for Printer<'_> {
     fn profile_message(&mut self, message: &ProfileMessage) {
         if let Some(text) = super::generations::waiting_text(message) {
             say(&format!("{}", text.dimmed()));
+        } else if let ProfileMessage::Nix(line) = message {
+            say(&format!("{}", line.dimmed()));
         }
     }
 

@@ -1268,7 +1268,8 @@ pub fn apply(
             (built.path.to_string(), built.warnings, fetched)
         }
         Store::Nix(store) => {
-            let (directory, path, warnings) = realise_nix(store, planned, scratch, progress)?;
+            let (directory, path, warnings) =
+                realise_nix(store, planned, scratch, progress, report)?;
             temporary_roots = Some(directory);
             (path, warnings, BTreeMap::new())
         }
@@ -1361,6 +1362,35 @@ fn realise_embedded(
     Ok((built, fetched))
 }
 
+/// The temporary directories of Nix-backend applies: `nix-apply-<pid>-<random>`.
+const NIX_APPLY_PREFIX: &str = "nix-apply-";
+
+/// Removes the temporary roots of Nix-backend applies whose process is gone (killed before it
+/// could remove them), so that what they kept alive can be collected. A directory whose
+/// process still runs, or whose process cannot be told (no `/proc`), is left alone.
+fn remove_abandoned_roots(scratch: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(NIX_APPLY_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Has Nix realise the desired packages and build the environment in its store, as `nix-env`
 /// would: outputs of Nix expressions are built with `nix-build`, other store paths realised with
 /// `nix-store --realise`, channel trees added by the environment's own evaluation. Returns the
@@ -1371,6 +1401,7 @@ fn realise_nix(
     planned: &Planned,
     scratch: &Path,
     progress: &mut dyn FnMut(&str),
+    report: &mut dyn FnMut(&ProfileMessage),
 ) -> Result<(tempfile::TempDir, String, Vec<String>), DeclarativeError> {
     let nix_error = |action: &str| {
         let action = action.to_owned();
@@ -1379,10 +1410,11 @@ fn realise_nix(
             source: Box::new(source),
         }
     };
+    remove_abandoned_roots(scratch);
     let directory = std::fs::create_dir_all(scratch)
         .and_then(|()| {
             tempfile::Builder::new()
-                .prefix("nix-apply-")
+                .prefix(&format!("{NIX_APPLY_PREFIX}{}-", std::process::id()))
                 .tempdir_in(scratch)
         })
         .map_err(|source| DeclarativeError::Nix {
@@ -1427,6 +1459,7 @@ fn realise_nix(
                 expression,
                 attributes,
                 &directory.path().join(format!("built-{index}")),
+                &mut |line| report(&ProfileMessage::Nix(line.to_owned())),
             )
             .map_err(nix_error(&format!(
                 "build the packages of `{}`",
@@ -1434,7 +1467,9 @@ fn realise_nix(
             )))?;
     }
     store
-        .realise_paths(&paths, &directory.path().join("realised"))
+        .realise_paths(&paths, &directory.path().join("realised"), &mut |line| {
+            report(&ProfileMessage::Nix(line.to_owned()));
+        })
         .map_err(nix_error("realise the packages' store paths"))?;
     // What Nix built must be what the lockfile names: a source that changed since it was
     // locked builds something else.
@@ -1456,6 +1491,10 @@ fn realise_nix(
             path: path.clone(),
         });
     }
+    // The plan could only look into packages already in the store; now every one is, so a
+    // collision is reported as the plan reports it (with the edit that resolves it), not as
+    // the builder's failure.
+    check_collisions(&planned.desired)?;
     let elements: Vec<ManifestElement> = planned
         .desired
         .iter()
@@ -1467,6 +1506,7 @@ fn realise_nix(
             &trees,
             directory.path(),
             &directory.path().join("environment"),
+            &mut |line| report(&ProfileMessage::Nix(line.to_owned())),
         )
         .map_err(nix_error("build the user environment"))?;
     Ok((directory, path.to_string(), warnings))

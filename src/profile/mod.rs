@@ -52,6 +52,8 @@ pub enum ProfileMessage {
         /// Its number.
         number: u32,
     },
+    /// A line Nix printed while building for the Nix backend (`building '…'`, a build log).
+    Nix(String),
 }
 
 impl fmt::Display for ProfileMessage {
@@ -75,6 +77,7 @@ impl fmt::Display for ProfileMessage {
             Self::WouldRemove { number } => {
                 write!(formatter, "would remove profile version {number}")
             }
+            Self::Nix(line) => formatter.write_str(line),
         }
     }
 }

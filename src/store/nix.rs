@@ -269,6 +269,7 @@ impl NixStore {
         expression: &Path,
         attributes: &[String],
         out_link: &Path,
+        log: &mut dyn FnMut(&str),
     ) -> Result<(), NixError> {
         if attributes.is_empty() {
             return Ok(());
@@ -280,26 +281,33 @@ impl NixStore {
         }
         command.arg("--out-link").arg(out_link);
         pin_environment(&mut command);
-        run(
+        run_logged(
             &mut command,
             &format!("nix-build {} -A …", expression.display()),
+            log,
         )?;
         Ok(())
     }
 
     /// Makes `paths` valid (they are already, or a substituter has them) and roots them by
     /// `root`, `root-2`, … until the caller removes those links.
-    pub fn realise_paths(&self, paths: &[String], root: &Path) -> Result<(), NixError> {
+    pub fn realise_paths(
+        &self,
+        paths: &[String],
+        root: &Path,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<(), NixError> {
         if paths.is_empty() {
             return Ok(());
         }
-        run(
+        run_logged(
             Command::new("nix-store")
                 .arg("--realise")
                 .args(paths)
                 .arg("--add-root")
                 .arg(root),
             "nix-store --realise",
+            log,
         )?;
         Ok(())
     }
@@ -316,6 +324,7 @@ impl NixStore {
         trees: &[TreeToAdd],
         directory: &Path,
         out_link: &Path,
+        log: &mut dyn FnMut(&str),
     ) -> Result<(StorePath, Vec<String>), NixError> {
         let manifest = render(elements)?;
         let tree_paths: std::collections::BTreeSet<String> = trees
@@ -380,7 +389,7 @@ impl NixStore {
         write("default.nix", expression.as_bytes())?;
         let mut command = Command::new("nix-build");
         command.arg(directory).arg("--out-link").arg(out_link);
-        let output = run(&mut command, "nix-build (user environment)")?;
+        let output = run_logged(&mut command, "nix-build (user environment)", log)?;
         let printed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         let path = StorePath::from_absolute_path(self.store_dir.clone(), &printed)?;
         let warnings = String::from_utf8_lossy(&output.stderr)
@@ -448,6 +457,67 @@ fn run(command: &mut Command, description: &str) -> Result<Output, NixError> {
     Err(NixError::Failed {
         command: description.to_owned(),
         output: NixOutput(printed),
+    })
+}
+
+/// Runs `command` like [`run`], handing each line it prints on standard error to `log` as it
+/// comes (a build can take long: this is its progress). On failure the error carries Nix's
+/// lines from its first `error:` on, the rest having been logged already.
+fn run_logged(
+    command: &mut Command,
+    description: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<Output, NixError> {
+    use std::io::{BufRead as _, Read as _};
+    let program: OsString = command.get_program().to_owned();
+    let spawn_error = |source| NixError::Spawn {
+        program: program.to_string_lossy().into_owned(),
+        source,
+    };
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    let mut stdout_pipe = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut stdout = Vec::new();
+        if let Some(pipe) = stdout_pipe.as_mut() {
+            let _ = pipe.read_to_end(&mut stdout);
+        }
+        stdout
+    });
+    let mut stderr = Vec::new();
+    if let Some(pipe) = child.stderr.take() {
+        for line in std::io::BufReader::new(pipe).split(b'\n') {
+            let Ok(line) = line else { break };
+            log(&String::from_utf8_lossy(&line));
+            stderr.extend_from_slice(&line);
+            stderr.push(b'\n');
+        }
+    }
+    let status = child.wait().map_err(spawn_error)?;
+    let stdout = reader.join().unwrap_or_default();
+    if status.success() {
+        return Ok(Output {
+            status,
+            stdout,
+            stderr,
+        });
+    }
+    let text = String::from_utf8_lossy(&stderr);
+    let from_error = text
+        .find("error:")
+        .map_or(text.as_ref(), |start| &text[start..])
+        .trim();
+    Err(NixError::Failed {
+        command: description.to_owned(),
+        output: NixOutput(if from_error.is_empty() {
+            format!("it exited with {status}")
+        } else {
+            from_error.to_owned()
+        }),
     })
 }
 
