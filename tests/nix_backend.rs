@@ -830,6 +830,85 @@ fn live_a_killed_apply_leaves_the_profile_as_it_was_and_the_next_one_converges()
     }
 }
 
+/// What the user's Nix configuration can change about an expression (its `config` and
+/// `overlays` arguments, defaulted from `~/.config/nixpkgs` as nixpkgs does, and the `NIXPKGS_*`
+/// variables) does not reach declenv's evaluation, while it does reach a plain `nix-env -qa`.
+#[test]
+fn live_user_configuration_does_not_leak_into_a_source() {
+    if !live() {
+        return;
+    }
+    let sandbox = Sandbox::new(SPEC);
+    let leaky = r#"{ config ? import (builtins.getEnv "HOME" + "/.config/nixpkgs/config.nix")
+, overlays ? [ (import (builtins.getEnv "HOME" + "/.config/nixpkgs/overlay.nix")) ] }:
+let
+  make = name: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "echo > $out" ];
+  };
+  base = { plain = make "plain-1"; }
+    // (if config.leak or false then { from-config = make "from-config-1"; } else { })
+    // (if builtins.getEnv "NIXPKGS_ALLOW_UNFREE" == "1" then { from-environment = make "from-environment-1"; } else { });
+in builtins.foldl' (set: overlay: set // overlay set) base overlays
+"#;
+    fs_err::write(sandbox.packages.join("default.nix"), leaky).expect("write");
+    let nixpkgs = sandbox.base.join("home/.config/nixpkgs");
+    fs_err::create_dir_all(&nixpkgs).expect("mkdir");
+    fs_err::write(nixpkgs.join("config.nix"), "{ leak = true; }").expect("write");
+    fs_err::write(
+        nixpkgs.join("overlay.nix"),
+        "self: { from-overlay = derivation { name = \"from-overlay-1\"; system = builtins.currentSystem; builder = \"/bin/sh\"; }; }",
+    )
+    .expect("write");
+    let names = |run: &Run| -> Vec<String> {
+        let mut names: Vec<String> = run
+            .lines()
+            .iter()
+            .map(|line| {
+                line.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let plain = Run::of(
+        sandbox
+            .command("nix-env")
+            .env("NIXPKGS_ALLOW_UNFREE", "1")
+            .args(["-f", sandbox.packages_path(), "-qa"])
+            .output()
+            .expect("nix-env runs"),
+    );
+    assert_eq!(
+        names(&plain),
+        [
+            "from-config-1",
+            "from-environment-1",
+            "from-overlay-1",
+            "plain-1"
+        ],
+        "{plain:#?}"
+    );
+    let declenv = Run::of(
+        sandbox
+            .command(env!("CARGO_BIN_EXE_declenv"))
+            .env("NIXPKGS_ALLOW_UNFREE", "1")
+            .arg("--root")
+            .arg(&sandbox.root)
+            .arg("--file")
+            .arg(&sandbox.spec)
+            .args(["env", "-qa"])
+            .output()
+            .expect("declenv runs"),
+    );
+    assert_eq!(names(&declenv), ["plain-1"], "{declenv:#?}");
+}
+
 // ---- refusals, without Nix -----------------------------------------------------------------
 
 /// A spec with a Nix source but no `backend = "nix"` is refused before anything is read.
