@@ -589,6 +589,9 @@ fn live_a_nix_source_is_evaluated_again_only_when_it_changes() {
     // Planning again: from the cache, no evaluation.
     sandbox.declenv_expect(2, &["plan", "--detailed-exitcode"]);
     sandbox.declenv_expect(0, &["env", "-qa", "hello"]);
+    let search = sandbox.declenv_expect(0, &["search", "--source", "pkgs", "--json", "hello"]);
+    let found: Value = serde_json::from_str(&search.stdout).expect("JSON");
+    assert_eq!(found["packages"][0]["name"], "hello-2.12", "{found:#}");
     assert_eq!(evaluations(), 1);
 
     // The expression changes: evaluated again, and the new package is there.
@@ -651,6 +654,34 @@ fn live_nix_env_commands_edit_and_apply_a_nix_backed_spec() {
         sandbox.nix_generations(),
         [(1, false), (2, false), (3, true)]
     );
+    // `-b`: tool is still in the store, so prebuilt; hello 2.13 was never built.
+    sandbox.declenv_expect(
+        0,
+        &[
+            "env",
+            "-f",
+            sandbox.packages_path(),
+            "-i",
+            "-b",
+            "-A",
+            "tool",
+        ],
+    );
+    assert_eq!(
+        sandbox.installed(),
+        ["docs-0.3", "extra-0.1", "hello-2.12", "tool-1.0"]
+    );
+    sandbox.declenv(&[
+        "env",
+        "-f",
+        sandbox.packages_path(),
+        "-i",
+        "-b",
+        "-A",
+        "hello_2_13",
+    ]);
+    assert!(!sandbox.installed().contains(&"hello-2.13".to_owned()));
+    sandbox.declenv_expect(0, &["env", "-e", "tool"]);
     let query = sandbox.declenv_expect(0, &["env", "-q"]);
     assert_eq!(query.lines(), sandbox.installed());
 }
@@ -909,18 +940,59 @@ in builtins.foldl' (set: overlay: set // overlay set) base overlays
     assert_eq!(names(&declenv), ["plain-1"], "{declenv:#?}");
 }
 
+/// The lockfile, not the source, says what is installed: after the expression changed, an
+/// apply builds only what is new and keeps the locked packages (rooting them, not rebuilding
+/// them), until `lock --update` takes the new ones.
+#[test]
+fn live_a_changed_source_rebuilds_nothing_the_lockfile_holds() {
+    if !live() {
+        return;
+    }
+    let sandbox = Sandbox::new(SPEC);
+    sandbox.declenv_expect(0, &["apply", "-y"]);
+    let hello = |sandbox: &Sandbox| {
+        String::from_utf8(
+            Command::new(sandbox.profile.join("bin/hello"))
+                .output()
+                .expect("hello runs")
+                .stdout,
+        )
+        .expect("utf-8")
+    };
+    assert_eq!(hello(&sandbox), "hello 2.12\n");
+    let expression = sandbox.packages.join("default.nix");
+    let text = fs_err::read_to_string(&expression).expect("read");
+    fs_err::write(
+        &expression,
+        text.replace("echo ${name} ${version}", "echo new ${name}"),
+    )
+    .expect("write");
+    sandbox.write_spec(&format!("{SPEC}\n[packages.extra]\nattr = \"extra\"\n"));
+    let applied = sandbox.declenv_expect(0, &["apply", "-y"]);
+    assert!(
+        applied.stderr.contains("-extra-0.1.drv'") && !applied.stderr.contains("-hello-2.12.drv'"),
+        "{applied:#?}"
+    );
+    assert_eq!(hello(&sandbox), "hello 2.12\n");
+    sandbox.declenv_expect(0, &["lock", "--update"]);
+    let applied = sandbox.declenv_expect(0, &["apply", "-y"]);
+    assert!(applied.stderr.contains("-hello-2.12.drv'"), "{applied:#?}");
+    assert_eq!(hello(&sandbox), "new hello\n");
+}
+
 // ---- refusals, without Nix -----------------------------------------------------------------
 
-/// A spec with a Nix source but no `backend = "nix"` is refused before anything is read.
+/// A Nix source implies the Nix backend; a spec that asks for the embedded store with one is
+/// refused before anything is read.
 #[test]
 fn a_nix_source_needs_the_nix_backend() {
-    let sandbox = Sandbox::new(&SPEC.replace("backend = \"nix\"\n", ""));
+    let sandbox = Sandbox::new(&SPEC.replace("backend = \"nix\"", "backend = \"embedded\""));
     let run = sandbox.declenv_expect(2, &["plan"]);
     assert!(
         run.stderr
             .contains("source `pkgs` is a Nix expression, which only the Nix backend can build")
-            && run.stderr.contains("line 4, column 7")
-            && run.stderr.contains("hint: add `backend = \"nix\"`"),
+            && run.stderr.contains("line 5, column 7")
+            && run.stderr.contains("hint: set `backend = \"nix\"`"),
         "{run:#?}"
     );
     assert!(!sandbox.root.exists(), "a refused plan created the root");
@@ -928,14 +1000,57 @@ fn a_nix_source_needs_the_nix_backend() {
 
 #[test]
 fn a_backend_flag_that_contradicts_the_spec_is_refused() {
-    let sandbox = Sandbox::new(SPEC);
+    // The spec does not name its backend; its Nix source says it.
+    let sandbox = Sandbox::new(&SPEC.replace("backend = \"nix\"\n", ""));
     let run = sandbox.declenv_expect(2, &["--backend", "embedded", "plan"]);
     assert!(
-        run.stderr
-            .contains("`--backend embedded` contradicts the spec's `backend = \"nix\"`"),
+        run.stderr.contains(
+            "the backend `embedded` (from `--backend` or `DECLENV_BACKEND`) contradicts the spec's backend `nix`"
+        ),
         "{run:#?}"
     );
     assert!(!sandbox.root.exists(), "a refused plan created the root");
+}
+
+/// `--backend nix` over a spec that does not say: its `substituters` (for the embedded store)
+/// are refused rather than ignored.
+#[test]
+fn substituters_are_refused_on_the_nix_backend() {
+    let sandbox = Sandbox::new(
+        "version = 1\nsubstituters = [\"file:///srv/cache\"]\n\n[packages.hello]\nstore-path = \"/nix/store/00000000000000000000000000000000-hello\"\n",
+    );
+    let run = sandbox.declenv_expect(2, &["--backend", "nix", "plan"]);
+    assert!(
+        run.stderr
+            .contains("names `substituters`, which the Nix backend does not use")
+            && run
+                .stderr
+                .contains("hint: set `substituters` in `nix.conf`"),
+        "{run:#?}"
+    );
+    assert!(!sandbox.root.exists(), "a refused plan created the root");
+}
+
+/// A spec that does not parse cannot say which backend it is for: commands that depend on it
+/// report the spec's error instead of guessing.
+#[test]
+fn a_spec_that_does_not_parse_is_not_taken_for_the_embedded_store() {
+    let sandbox = Sandbox::new("version = 1\nbackend = \"nix\"\n[packages.broken\n");
+    for args in [
+        &["rollback"][..],
+        &["gc", "--dry-run"],
+        &["generations", "list"],
+    ] {
+        let run = sandbox.declenv_expect(2, args);
+        assert!(
+            run.stderr.contains("line 3, column 17")
+                && run.stderr.contains("hint: fix the TOML syntax"),
+            "{args:?}: {run:#?}"
+        );
+    }
+    assert!(!sandbox.root.exists());
+    // `init --force` replaces it all the same.
+    sandbox.declenv_expect(0, &["init", "--force"]);
 }
 
 #[test]

@@ -201,6 +201,7 @@ fn lock_spec(
     mode: LockMode,
 ) -> anyhow::Result<(SpecFile, declarative::Sources, Locked)> {
     let spec_file = read_spec(settings)?;
+    declarative::check_backend(&spec_file, settings.backend()?)?;
     let existing = LockFile::read(&spec_file.path)?;
     let sources = declarative::load_sources(spec_file.spec(), &settings.catalog_cache())?;
     // Resolved in memory: the caller writes it with `save_lock` once what it built on the
@@ -973,6 +974,7 @@ pub(crate) fn restore_spec(settings: &Settings) -> anyhow::Result<()> {
 }
 
 pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outcome> {
+    let settings = &settings.replacing_the_spec();
     let spec_path = std::path::absolute(settings.spec_path()?)?;
     if spec_path.exists() && !args.force {
         return Err(anyhow::Error::new(super::Hinted {
@@ -1016,11 +1018,8 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
         }
         // On the Nix backend, `.nix` files and directories with a `default.nix` are
         // expressions; channels have no `default.nix`.
-        let is_expression = backend == BackendKind::Nix
-            && (absolute
-                .extension()
-                .is_some_and(|extension| extension == "nix")
-                || absolute.join("default.nix").is_file());
+        let is_expression =
+            backend == BackendKind::Nix && crate::source::nix::looks_like_expression(&absolute);
         let kind = if is_expression {
             "nix"
         } else if absolute.is_dir() {

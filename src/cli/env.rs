@@ -631,12 +631,7 @@ pub(crate) fn file_kind(context: &Context<'_>, path: &Path) -> EnvResult<FileKin
             crate::profile::describe_io_error(&error)
         ))
     })?;
-    let nix_expression = if metadata.is_dir() {
-        path.join("default.nix").exists() && !path.join("channel.toml").exists()
-    } else {
-        path.extension().is_some_and(|extension| extension == "nix")
-    };
-    if nix_expression {
+    if crate::source::nix::looks_like_expression(path) {
         if context.settings.backend()? == crate::model::spec::BackendKind::Nix {
             return Ok(FileKind::Nix);
         }

@@ -111,6 +111,12 @@ fn run_nix(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
         });
     }
     let nix = settings.nix_store()?;
+    if !only_report {
+        // What applies killed before they finished kept alive goes with this collection.
+        crate::profile::declarative::remove_abandoned_roots(
+            &settings.require_root()?.join("nix/var/declenv/tmp"),
+        );
+    }
     let report = if args.print_live {
         Some("--print-live")
     } else if only_report {

@@ -24,14 +24,35 @@ use std::process::ExitCode;
 use crate::model::spec::BackendKind;
 use crate::store::nix::NixStore;
 
-/// The spec's `backend`, read without validating the rest (the commands that read the spec
-/// report its errors).
-fn peek_backend(text: &str) -> Option<BackendKind> {
+/// The backend a spec asks for, read without validating the rest (the commands that read the
+/// spec report its errors): `None` when the text does not parse that far; `Some(None)` when it
+/// does not say (no `backend`, no Nix expression among its sources).
+fn peek_backend(text: &str) -> Option<Option<BackendKind>> {
     #[derive(serde::Deserialize)]
     struct Peek {
         backend: Option<BackendKind>,
+        #[serde(default)]
+        sources: std::collections::BTreeMap<String, toml::Value>,
     }
-    toml::from_str::<Peek>(text).ok()?.backend
+    let peek = toml::from_str::<Peek>(text).ok()?;
+    Some(peek.backend.or_else(|| {
+        peek.sources
+            .values()
+            .any(|source| source.get("nix").is_some())
+            .then_some(BackendKind::Nix)
+    }))
+}
+
+/// Why the backend cannot be told.
+#[derive(Debug, Clone)]
+enum BackendProblem {
+    /// `--backend` (or `DECLENV_BACKEND`) asks for one, the spec for the other.
+    Conflict {
+        asked: BackendKind,
+        spec: BackendKind,
+    },
+    /// The spec exists but does not parse, and nothing else says.
+    Unreadable(PathBuf),
 }
 
 /// Declarative Nix-style user profiles.
@@ -131,10 +152,11 @@ pub(crate) struct Settings {
     profile: Option<PathBuf>,
     /// The spec given with `--file`.
     file: Option<PathBuf>,
-    /// The backend: `--backend`, else the spec's `backend`, else the embedded store.
+    /// The backend: `--backend`, else the spec's (`backend`, or implied by a Nix source), else
+    /// the embedded store.
     backend: BackendKind,
-    /// `--backend` and the spec's `backend`, when they disagree.
-    backend_conflict: Option<(BackendKind, BackendKind)>,
+    /// Why that cannot be trusted, when it cannot.
+    backend_problem: Option<BackendProblem>,
 }
 
 /// The store a command works on, opened.
@@ -167,36 +189,58 @@ impl OpenedStore {
 impl Settings {
     fn resolve(global: &GlobalArgs) -> Self {
         let mut settings = Self::resolve_paths(global);
-        let spec_backend = settings
-            .spec_path()
-            .ok()
-            .and_then(|path| std::fs::read_to_string(path).ok())
-            .and_then(|text| peek_backend(&text));
+        let spec_path = settings.spec_path().ok();
+        let spec_text = spec_path
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok());
+        let spec_backend = spec_text.as_deref().map(peek_backend);
         settings.backend = global
             .backend
-            .or(spec_backend)
+            .or(spec_backend.flatten().flatten())
             .unwrap_or(BackendKind::Embedded);
-        if let (Some(flag), Some(spec)) = (global.backend, spec_backend)
-            && flag != spec
-        {
-            settings.backend_conflict = Some((flag, spec));
-        }
+        settings.backend_problem = match (global.backend, spec_backend) {
+            (Some(asked), Some(Some(Some(spec)))) if asked != spec => {
+                Some(BackendProblem::Conflict { asked, spec })
+            }
+            (None, Some(None)) => spec_path.map(BackendProblem::Unreadable),
+            _ => None,
+        };
         settings
     }
 
-    /// The backend, or an error when `--backend` contradicts the spec.
+    /// The backend, or an error when `--backend` contradicts the spec, or when only the spec
+    /// could say and it does not parse (its own error, with line and column).
     pub(crate) fn backend(&self) -> anyhow::Result<BackendKind> {
-        if let Some((flag, spec)) = self.backend_conflict {
-            return Err(anyhow::Error::new(Hinted {
+        match &self.backend_problem {
+            None => Ok(self.backend),
+            Some(BackendProblem::Conflict { asked, spec }) => Err(anyhow::Error::new(Hinted {
                 message: format!(
-                    "`--backend {}` contradicts the spec's `backend = \"{}\"`",
-                    flag.as_str(),
+                    "the backend `{}` (from `--backend` or `DECLENV_BACKEND`) contradicts the \
+                     spec's backend `{}`",
+                    asked.as_str(),
                     spec.as_str()
                 ),
                 hint: "leave `--backend` out, or change `backend` in the spec".to_owned(),
-            }));
+            })),
+            Some(BackendProblem::Unreadable(path)) => {
+                Ok(crate::profile::declarative::SpecFile::read(path)?
+                    .spec()
+                    .backend)
+            }
         }
-        Ok(self.backend)
+    }
+
+    /// These settings for a command that replaces the spec (`init --force`): a spec that does
+    /// not parse does not stop it.
+    pub(crate) fn replacing_the_spec(&self) -> Self {
+        let mut settings = self.clone();
+        if matches!(
+            settings.backend_problem,
+            Some(BackendProblem::Unreadable(_))
+        ) {
+            settings.backend_problem = None;
+        }
+        settings
     }
 
     /// The Nix store, for the Nix backend.
@@ -246,7 +290,7 @@ impl Settings {
             profile: global.profile.clone(),
             file: global.file.clone(),
             backend: BackendKind::Embedded,
-            backend_conflict: None,
+            backend_problem: None,
         }
     }
 
@@ -449,8 +493,27 @@ pub(crate) fn report_error(error: &anyhow::Error) {
 fn hints(error: &anyhow::Error) -> Vec<String> {
     let mut hints = Vec::new();
     for cause in error.chain() {
-        if let Some(source_error) = cause.downcast_ref::<crate::source::SourceError>() {
+        // Boxed where a larger error holds it, so looked for both ways.
+        if let Some(source_error) =
+            cause
+                .downcast_ref::<crate::source::SourceError>()
+                .or_else(|| {
+                    cause
+                        .downcast_ref::<Box<crate::source::SourceError>>()
+                        .map(AsRef::as_ref)
+                })
+        {
             hints.extend(source_error.hint());
+        }
+        if let Some(nix_error) = cause
+            .downcast_ref::<crate::store::nix::NixError>()
+            .or_else(|| {
+                cause
+                    .downcast_ref::<Box<crate::store::nix::NixError>>()
+                    .map(AsRef::as_ref)
+            })
+        {
+            hints.extend(nix_error.hint());
         }
         if let Some(profile_error) = cause.downcast_ref::<crate::profile::ProfileError>() {
             hints.extend(profile_error.hint());

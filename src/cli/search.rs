@@ -1,9 +1,10 @@
 //! `declenv search`: find packages in the configured sources.
 
 use super::{Hinted, Outcome, Schema, Settings};
+use crate::model::catalog::Catalog;
 use crate::model::catalog::EntryRef;
 use crate::plan::select::{SelectionError, filter_by_selectors, sort_for_query};
-use crate::source::{host_system, load_catalog};
+use crate::source::{host_system, load_source};
 use anyhow::Context as _;
 use owo_colors::OwoColorize;
 use regex::{Regex, RegexBuilder};
@@ -19,7 +20,8 @@ pub(crate) struct SearchArgs {
     /// `nix-env` selectors (`NAME`, `NAME-VERSION`, `*`), any of which may match
     patterns: Vec<String>,
 
-    /// A channel directory or catalog JSON file to search (repeatable)
+    /// A channel directory, catalog JSON file or Nix expression (`<nixpkgs>`, a `.nix` file, a
+    /// directory with a `default.nix`) to search (repeatable)
     #[arg(long = "source", short = 's', value_name = "PATH", required = true)]
     sources: Vec<PathBuf>,
 
@@ -51,8 +53,36 @@ struct PackageRow<'a> {
     outputs: Vec<String>,
 }
 
+/// The sources to search, in order: channels and catalogs, and Nix expressions (`<name>`, a
+/// `.nix` file, a directory with a `default.nix`), which the Nix on `PATH` evaluates.
+fn load_search_sources(settings: &Settings, paths: &[PathBuf]) -> anyhow::Result<Catalog> {
+    let cache = settings.catalog_cache();
+    let mut packed = Vec::new();
+    let mut nix = None;
+    for path in paths {
+        let written = path.to_string_lossy();
+        let search_path_entry = super::env::search_path_entry(path);
+        if search_path_entry.is_none() && !crate::source::nix::looks_like_expression(path) {
+            packed.push(load_source(path, &cache)?);
+            continue;
+        }
+        let nix = match &mut nix {
+            Some(nix) => nix,
+            None => nix.insert(settings.nix_store()?),
+        };
+        let absolute = std::path::absolute(path)?;
+        let expression = search_path_entry.map_or(
+            crate::source::nix::Expression::Path(&absolute),
+            crate::source::nix::Expression::SearchPath,
+        );
+        packed
+            .push(crate::source::nix::load_nix_source(&written, expression, nix, &cache)?.catalog);
+    }
+    Ok(Catalog::from_packed(packed))
+}
+
 pub(crate) fn run(settings: &Settings, args: &SearchArgs) -> anyhow::Result<Outcome> {
-    let catalog = load_catalog(&args.sources, &settings.catalog_cache())?;
+    let catalog = load_search_sources(settings, &args.sources)?;
     let candidates: Vec<EntryRef<'_>> = catalog.iter().collect();
     let rows = if args.selector {
         select_rows(&candidates, &args.patterns)?

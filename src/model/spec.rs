@@ -24,7 +24,8 @@ pub struct SpecDocument {
     /// The format version of this file; this declenv reads version 1.
     pub version: u32,
     /// Which store and profiles the spec manages: `embedded` (declenv's own store under its
-    /// root, the default) or `nix` (the real Nix store, through Nix's own commands).
+    /// root) or `nix` (the real Nix store, through Nix's own commands). By default `nix` when a
+    /// source is a Nix expression, else `embedded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<BackendKind>,
     /// Binary caches `apply` fetches missing store paths from, in order, before it adds a
@@ -214,6 +215,17 @@ pub struct Spec {
     pub backend: BackendKind,
 }
 
+/// The backend of a spec that does not name one: a spec with a Nix expression among its
+/// sources is for the Nix backend (no other can build it), any other for the embedded store.
+#[must_use]
+pub fn implied_backend(document: &SpecDocument) -> BackendKind {
+    if document.sources.values().any(|source| source.nix.is_some()) {
+        BackendKind::Nix
+    } else {
+        BackendKind::Embedded
+    }
+}
+
 /// The hint for text that is not TOML.
 const SYNTAX_HINT: &str = "fix the TOML syntax there (https://toml.io describes it)";
 
@@ -372,11 +384,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
                 ));
             }
         };
-        if kind == SourceKind::Nix && document.backend != Some(BackendKind::Nix) {
+        if kind == SourceKind::Nix && document.backend == Some(BackendKind::Embedded) {
             return Err(located(
                 span_of(&["sources", id, "nix"], false),
                 format!("source `{id}` is a Nix expression, which only the Nix backend can build"),
-                Some("add `backend = \"nix\"` at the top of the spec".to_owned()),
+                Some("set `backend = \"nix\"` at the top of the spec".to_owned()),
             ));
         }
         let resolved = if kind == SourceKind::Nix && written.starts_with('<') {
@@ -529,7 +541,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
             entry_hash: entry_hash(&normalised),
         });
     }
-    let backend = document.backend.unwrap_or_default();
+    let backend = document
+        .backend
+        .unwrap_or_else(|| implied_backend(&document));
     if backend == BackendKind::Nix && !substituters.is_empty() {
         return Err(located(
             span_of(&["substituters"], false),
@@ -623,6 +637,9 @@ mod tests {
         );
         let embedded = parse_text("version = 1\n").expect("parses");
         assert_eq!(embedded.spec.backend, BackendKind::Embedded);
+        // A Nix expression among the sources implies the Nix backend.
+        let implied = parse_text("version = 1\n[sources.n]\nnix = \"./pkgs\"\n").expect("parses");
+        assert_eq!(implied.spec.backend, BackendKind::Nix);
     }
 
     #[test]
@@ -786,8 +803,8 @@ store-path = "/nix/store/aaaa-tool-1.0"
         "exactly one of `channel`, `catalog` or `nix`"
     )]
     #[case(
-        "version = 1\n[sources.s]\nnix = \"<nixpkgs>\"\n",
-        3,
+        "version = 1\nbackend = \"embedded\"\n[sources.s]\nnix = \"<nixpkgs>\"\n",
+        4,
         7,
         "only the Nix backend can build"
     )]

@@ -190,6 +190,13 @@ pub enum DeclarativeError {
         #[source]
         source: Box<NixError>,
     },
+    /// The spec names binary caches, but the backend in use is Nix's (`--backend nix` over a
+    /// spec that does not say).
+    #[error("spec `{}` names `substituters`, which the Nix backend does not use", path.display())]
+    SubstitutersOnNix {
+        /// The spec.
+        path: PathBuf,
+    },
     /// A saved plan no longer fits.
     #[error("the saved plan `{}` is out of date: {reason}", path.display())]
     StalePlan {
@@ -264,7 +271,9 @@ impl DeclarativeError {
                 "build or fetch it with Nix, or run `declenv lock --update {id}` to pick what the sources offer now"
             )),
             Self::StalePlan { .. } => Some("run `declenv plan -o FILE` again".to_owned()),
-            Self::Nix { source, .. } => source.hint(),
+            Self::SubstitutersOnNix { .. } => Some(
+                "set `substituters` in `nix.conf` for Nix, or leave `--backend nix` out".to_owned(),
+            ),
             Self::Substitute { source, cache, .. } => source.hint().or_else(|| {
                 Some(format!(
                     "repair `{cache}`, or remove it from `substituters` to add the package from its source"
@@ -810,6 +819,9 @@ pub struct Desired {
     /// The resolved Nix expression it comes from, when its source is one: the Nix backend
     /// builds its outputs as attributes of that expression.
     pub expression: Option<PathBuf>,
+    /// The outputs the source, as it is now, still gives the locked store paths: only those
+    /// can be built from it (after a source change, building would make other paths).
+    pub buildable: std::collections::BTreeSet<String>,
 }
 
 /// The store path of a locked output in `store_dir`.
@@ -894,6 +906,16 @@ pub fn desired_elements(
             .or_else(|| outputs.values().next())
             .map(|(path, _)| path.clone())
             .unwrap_or_default();
+        let buildable = outputs
+            .iter()
+            .filter(|(output, (path, _))| {
+                entry
+                    .as_ref()
+                    .and_then(|entry| entry.outputs.get(*output)?.as_deref())
+                    == Some(path.as_str())
+            })
+            .map(|(output, _)| output.clone())
+            .collect();
         desired.push(Desired {
             id: request.id.clone(),
             attr_path: package.attr_path.clone(),
@@ -913,6 +935,7 @@ pub fn desired_elements(
                 .collect(),
             expression: source_index
                 .and_then(|index| sources.expressions.get(index).cloned().flatten()),
+            buildable,
         });
     }
     desired
@@ -1239,6 +1262,21 @@ pub struct Target<'a> {
     pub scratch: &'a Path,
 }
 
+/// Refuses a spec whose settings the backend in use cannot honour: `substituters` (the embedded
+/// store's binary caches) when the backend is Nix's, chosen by a flag over a spec that does not
+/// say (a spec that says `backend = "nix"` cannot have them).
+pub fn check_backend(
+    spec_file: &SpecFile,
+    backend: spec::BackendKind,
+) -> Result<(), DeclarativeError> {
+    if backend == spec::BackendKind::Nix && !spec_file.spec().substituters.is_empty() {
+        return Err(DeclarativeError::SubstitutersOnNix {
+            path: spec_file.path.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// Realises the desired packages, builds one environment and switches the profile to it as a
 /// new generation, refusing if the profile moved since `planned` was made.
 pub fn apply(
@@ -1254,6 +1292,9 @@ pub fn apply(
         profile,
         scratch,
     } = target;
+    if let Store::Nix(_) = store {
+        check_backend(spec_file, spec::BackendKind::Nix)?;
+    }
     // Held until the generation roots what this adds (or finds valid): no collection between.
     let _gc_lock = profile.hold_gc_lock(LockOptions::default(), report)?;
     let mut ids = BTreeMap::new();
@@ -1368,7 +1409,7 @@ const NIX_APPLY_PREFIX: &str = "nix-apply-";
 /// Removes the temporary roots of Nix-backend applies whose process is gone (killed before it
 /// could remove them), so that what they kept alive can be collected. A directory whose
 /// process still runs, or whose process cannot be told (no `/proc`), is left alone.
-fn remove_abandoned_roots(scratch: &Path) {
+pub fn remove_abandoned_roots(scratch: &Path) {
     if !Path::new("/proc/self").exists() {
         return;
     }
@@ -1392,10 +1433,11 @@ fn remove_abandoned_roots(scratch: &Path) {
 }
 
 /// Has Nix realise the desired packages and build the environment in its store, as `nix-env`
-/// would: outputs of Nix expressions are built with `nix-build`, other store paths realised with
-/// `nix-store --realise`, channel trees added by the environment's own evaluation. Returns the
-/// temporary directory whose links root all of it (to be dropped once the generation roots the
-/// environment), the environment's store path and Nix's warnings.
+/// would: missing outputs of Nix sources that still evaluate to the locked paths are built with
+/// `nix-build`; every other path (present already, or only fetchable) is realised by path with
+/// `nix-store --realise`, which also roots it; channel trees are added by the environment's own
+/// evaluation. Returns the temporary directory whose links root all of it (to be dropped once
+/// the generation roots the environment), the environment's store path and Nix's warnings.
 fn realise_nix(
     store: &NixStore,
     planned: &Planned,
@@ -1424,35 +1466,58 @@ fn realise_nix(
                 source,
             }),
         })?;
-    let mut attributes: BTreeMap<&Path, Vec<String>> = BTreeMap::new();
-    let mut paths = Vec::new();
     let mut trees = Vec::new();
-    let mut tree_paths = std::collections::BTreeSet::new();
-    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    // Every installed output that is a store path of its own, with who wants it and how it can
+    // be built when it is missing.
+    let mut wanted_paths: BTreeMap<&str, (&Desired, &str)> = BTreeMap::new();
     for wanted in &planned.desired {
         progress(&wanted.element.name);
         for output in wanted.element.outputs.keys() {
             let Some((expected, tree)) = wanted.outputs.get(output) else {
                 continue;
             };
-            owners.insert(expected, &wanted.id);
-            match (tree, &wanted.expression, &wanted.attr_path) {
-                (Some(tree), _, _) => {
-                    tree_paths.insert(expected.as_str());
-                    trees.push(TreeToAdd {
-                        tree: tree.clone(),
-                        name: output_store_name(&wanted.element.name, output),
-                        nar_hash: wanted.nar_hashes.get(output).cloned().unwrap_or_default(),
-                    });
+            match tree {
+                Some(tree) => trees.push(TreeToAdd {
+                    tree: tree.clone(),
+                    name: output_store_name(&wanted.element.name, output),
+                    nar_hash: wanted.nar_hashes.get(output).cloned().unwrap_or_default(),
+                }),
+                None => {
+                    wanted_paths.insert(expected, (wanted, output));
                 }
-                (None, Some(expression), Some(attr_path)) => attributes
-                    .entry(expression)
-                    .or_default()
-                    .push(format!("{attr_path}.{output}")),
-                (None, _, _) => paths.push(expected.clone()),
             }
         }
     }
+    let all_paths: Vec<String> = wanted_paths.keys().map(|path| (*path).to_owned()).collect();
+    let missing = store
+        .invalid_paths(&all_paths)
+        .map_err(nix_error("check which packages are in the store"))?;
+    // Missing outputs of Nix sources that still evaluate to the locked paths are built from
+    // them; everything else (present, or missing and only fetchable) is realised by path, which
+    // roots it too.
+    let mut attributes: BTreeMap<&Path, Vec<String>> = BTreeMap::new();
+    let mut by_path = Vec::new();
+    for (path, (wanted, output)) in &wanted_paths {
+        let build =
+            missing.iter().any(|missing| missing == path) && wanted.buildable.contains(*output);
+        match (&wanted.expression, &wanted.attr_path) {
+            (Some(expression), Some(attr_path)) if build => attributes
+                .entry(expression)
+                .or_default()
+                .push(format!("{attr_path}.{output}")),
+            _ => by_path.push((*path).to_owned()),
+        }
+    }
+    let unavailable = |path: &str| {
+        let id = wanted_paths
+            .get(path)
+            .map(|(wanted, _)| wanted.id.clone())
+            .unwrap_or_default();
+        DeclarativeError::Unavailable {
+            id,
+            path: path.to_owned(),
+        }
+    };
     for (index, (expression, attributes)) in attributes.iter().enumerate() {
         store
             .build_attributes(
@@ -1466,30 +1531,24 @@ fn realise_nix(
                 expression.display()
             )))?;
     }
-    store
-        .realise_paths(&paths, &directory.path().join("realised"), &mut |line| {
+    if let Err(error) =
+        store.realise_paths(&by_path, &directory.path().join("realised"), &mut |line| {
             report(&ProfileMessage::Nix(line.to_owned()));
         })
-        .map_err(nix_error("realise the packages' store paths"))?;
-    // What Nix built must be what the lockfile names: a source that changed since it was
-    // locked builds something else.
-    let built: Vec<String> = owners
-        .keys()
-        .filter(|path| !tree_paths.contains(*path))
-        .map(|path| (*path).to_owned())
-        .collect();
+    {
+        // Name the package whose path Nix could neither find nor fetch, when one is missing.
+        let still_missing = store.invalid_paths(&by_path).unwrap_or_default();
+        return Err(match still_missing.first() {
+            Some(path) => unavailable(path),
+            None => nix_error("realise the packages' store paths")(error),
+        });
+    }
+    // What Nix built must be what the lockfile names.
     let invalid = store
-        .invalid_paths(&built)
+        .invalid_paths(&all_paths)
         .map_err(nix_error("check the built packages"))?;
     if let Some(path) = invalid.first() {
-        return Err(DeclarativeError::Unavailable {
-            id: owners
-                .get(path.as_str())
-                .copied()
-                .unwrap_or_default()
-                .to_owned(),
-            path: path.clone(),
-        });
+        return Err(unavailable(path));
     }
     // The plan could only look into packages already in the store; now every one is, so a
     // collision is reported as the plan reports it (with the edit that resolves it), not as

@@ -49,6 +49,10 @@ pub struct ProfileLayout {
     pub metadata: PathBuf,
     /// The garbage collector's lock ([`super::gc_lock`]).
     pub gc_lock: PathBuf,
+    /// Whether a root `gcroots_auto` does not let us write is registered through Nix instead
+    /// (`nix-store --add-root`, which asks the daemon on a multi-user install, as `nix-env`
+    /// does).
+    pub roots_through_nix: bool,
 }
 
 impl ProfileLayout {
@@ -61,6 +65,7 @@ impl ProfileLayout {
             gcroots_auto: var.join("nix").join("gcroots").join("auto"),
             metadata: var.join("declenv").join("generations"),
             gc_lock: super::gc_lock::lock_path(root),
+            roots_through_nix: false,
         }
     }
 
@@ -70,6 +75,7 @@ impl ProfileLayout {
     pub fn for_nix(root: &Path, gcroots_auto: &Path) -> Self {
         Self {
             gcroots_auto: gcroots_auto.to_owned(),
+            roots_through_nix: true,
             ..Self::under_root(root)
         }
     }
@@ -763,7 +769,7 @@ impl LockedProfile<'_> {
                 );
                 // A run killed between making this link and its root may have left it without
                 // one; reusing it must not leave the environment unprotected from GC.
-                self.write_gc_root(&path)?;
+                self.write_gc_root(&path, target)?;
                 // One killed before the metadata left the generation without the spec and
                 // lockfile it was built from: this run built the same environment, so its own
                 // record describes it.
@@ -806,8 +812,9 @@ impl LockedProfile<'_> {
             }
         }
         // The root first: a crash before the link leaves only a stale root (GC removes it); a
-        // crash after never leaves a generation GC could take from under the profile.
-        self.write_gc_root(&link)?;
+        // crash after never leaves a generation GC could take from under the profile. (A root
+        // registered through Nix needs the link: it comes with the companions, right after.)
+        self.write_gc_root(&link, target)?;
         crate::fault::inject(Point::GenerationBeforeLink).map_err(|source| {
             ProfileError::WriteLink {
                 profile: profile.path.clone(),
@@ -832,18 +839,36 @@ impl LockedProfile<'_> {
     }
 
     /// Writes (or rewrites) the indirect GC root `gcroots/auto/<hash> -> link`, as Nix's
-    /// `addPermRoot` does.
-    fn write_gc_root(&self, link: &Path) -> Result<(), ProfileError> {
+    /// `addPermRoot` does. Where the layout allows and the directory is not ours to write (a
+    /// multi-user Nix, whose daemon owns it), Nix registers it once the link exists.
+    fn write_gc_root(&self, link: &Path, target: &Path) -> Result<(), ProfileError> {
         let profile = self.profile;
         let root = profile.gc_root_path(link);
-        std::fs::create_dir_all(&profile.layout.gcroots_auto).map_err(|source| {
-            ProfileError::WriteLink {
+        let written = std::fs::create_dir_all(&profile.layout.gcroots_auto)
+            .map_err(|source| ProfileError::WriteLink {
                 profile: profile.path.clone(),
                 path: root.clone(),
                 source,
+            })
+            .and_then(|()| self.write_link(&root, link));
+        match written {
+            Err(ProfileError::WriteLink { source, .. })
+                if profile.layout.roots_through_nix
+                    && source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                if std::fs::symlink_metadata(link).is_err() {
+                    return Ok(());
+                }
+                crate::store::nix::add_indirect_root(link, target).map_err(|error| {
+                    ProfileError::WriteLink {
+                        profile: profile.path.clone(),
+                        path: root,
+                        source: io::Error::other(error),
+                    }
+                })
             }
-        })?;
-        self.write_link(&root, link)
+            other => other,
+        }
     }
 
     fn write_companions(
@@ -855,7 +880,7 @@ impl LockedProfile<'_> {
         provenance: &Provenance,
     ) -> Result<(), ProfileError> {
         let profile = self.profile;
-        self.write_gc_root(link)?;
+        self.write_gc_root(link, target)?;
         let created = std::fs::symlink_metadata(link)
             .map_err(|source| ProfileError::Inspect {
                 profile: profile.path.clone(),

@@ -99,7 +99,8 @@ impl SourceError {
                     .to_owned(),
             ),
             Self::Channel { error, .. } => error.hint(),
-            Self::Nix { source, .. } => source.hint(),
+            // The `NixError` below it in the chain gives its own.
+            Self::Nix { .. } => None,
             Self::NonUtf8Name { .. } => Some("rename the directory to `NAME-VERSION` in UTF-8".to_owned()),
         }
     }
@@ -334,7 +335,7 @@ pub fn load_catalog_json_identified(
     Ok((packed, content_hash))
 }
 
-fn cache_file(directory: &Path, content_hash: &[u8; 32]) -> PathBuf {
+pub(crate) fn cache_file(directory: &Path, content_hash: &[u8; 32]) -> PathBuf {
     directory.join(format!("{}.packed", hex(content_hash)))
 }
 

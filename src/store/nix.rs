@@ -426,6 +426,21 @@ impl NixStore {
     }
 }
 
+/// Has Nix make `link` a permanent root of `target` (`nix-store --realise TARGET --add-root
+/// LINK`): it replaces the link atomically and registers it as an indirect root, through the
+/// daemon on a multi-user install, as `nix-env` does for a new generation.
+pub fn add_indirect_root(link: &Path, target: &Path) -> Result<(), NixError> {
+    run(
+        Command::new("nix-store")
+            .arg("--realise")
+            .arg(target)
+            .arg("--add-root")
+            .arg(link),
+        "nix-store --realise --add-root",
+    )?;
+    Ok(())
+}
+
 /// Removes what could make an evaluation depend on the user rather than on the source.
 fn pin_environment(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
@@ -461,8 +476,8 @@ fn run(command: &mut Command, description: &str) -> Result<Output, NixError> {
 }
 
 /// Runs `command` like [`run`], handing each line it prints on standard error to `log` as it
-/// comes (a build can take long: this is its progress). On failure the error carries Nix's
-/// lines from its first `error:` on, the rest having been logged already.
+/// comes (a build can take long: this is its progress), until Nix's first `error:` line: on
+/// failure the error carries the lines from there on, so that nothing is printed twice.
 fn run_logged(
     command: &mut Command,
     description: &str,
@@ -490,9 +505,14 @@ fn run_logged(
     });
     let mut stderr = Vec::new();
     if let Some(pipe) = child.stderr.take() {
+        // From Nix's first `error:` on, the lines go to the error instead.
+        let mut logging = true;
         for line in std::io::BufReader::new(pipe).split(b'\n') {
             let Ok(line) = line else { break };
-            log(&String::from_utf8_lossy(&line));
+            logging = logging && !line.starts_with(b"error:");
+            if logging {
+                log(&String::from_utf8_lossy(&line));
+            }
             stderr.extend_from_slice(&line);
             stderr.push(b'\n');
         }

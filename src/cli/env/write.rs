@@ -546,19 +546,24 @@ impl Work<'_> {
     }
 
     /// Nix's `isPrebuilt`: the element's output path is valid in the store (declenv has no
-    /// substituters).
+    /// substituters; on the Nix backend, Nix's substituters are not asked either).
     fn is_prebuilt(&mut self, origin: &Origin) -> Result<bool, Stop> {
         let Some(path) = self.out_path_of(origin)? else {
             return Ok(false);
         };
         let store = self.context.existing_store();
-        let valid_in_store = store.as_ref().is_some_and(|store| {
-            store
+        let valid_in_store = match &store {
+            Some(store) => store
                 .parse_path(&path)
                 .ok()
                 .and_then(|parsed| store.is_valid(&parsed).ok())
-                .unwrap_or(false)
-        });
+                .unwrap_or(false),
+            // Nix's store: a path there exists only while it is valid (as `-qs` reads it).
+            None => {
+                self.context.settings.backend == crate::model::spec::BackendKind::Nix
+                    && Path::new(&path).exists()
+            }
+        };
         Ok(valid_in_store
             || (!path.starts_with(self.store_dir.as_str()) && Path::new(&path).exists()))
     }
