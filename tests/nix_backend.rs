@@ -168,17 +168,24 @@ impl Sandbox {
         self.declenv_with_nix_path("", args)
     }
 
+    /// `declenv --root ROOT --file SPEC --profile P`, to add arguments and settings to.
+    fn declenv_command(&self) -> Command {
+        let mut command = self.command(env!("CARGO_BIN_EXE_declenv"));
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--file")
+            .arg(&self.spec)
+            .arg("--profile")
+            .arg(&self.profile);
+        command
+    }
+
     /// [`Sandbox::declenv`] with `NIX_PATH` set.
     fn declenv_with_nix_path(&self, nix_path: &str, args: &[&str]) -> Run {
         Run::of(
-            self.command(env!("CARGO_BIN_EXE_declenv"))
+            self.declenv_command()
                 .env("NIX_PATH", nix_path)
-                .arg("--root")
-                .arg(&self.root)
-                .arg("--file")
-                .arg(&self.spec)
-                .arg("--profile")
-                .arg(&self.profile)
                 .args(args)
                 .output()
                 .expect("declenv runs"),
@@ -734,14 +741,8 @@ fn live_watch_applies_a_nix_backed_spec_on_save() {
     }
     let sandbox = Sandbox::new(SPEC);
     let mut child = sandbox
-        .command(env!("CARGO_BIN_EXE_declenv"))
+        .declenv_command()
         .env("NIX_PATH", "")
-        .arg("--root")
-        .arg(&sandbox.root)
-        .arg("--file")
-        .arg(&sandbox.spec)
-        .arg("--profile")
-        .arg(&sandbox.profile)
         .args(["watch", "--json", "--debounce", "50"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -818,14 +819,8 @@ fn live_a_killed_apply_leaves_the_profile_as_it_was_and_the_next_one_converges()
     sandbox.declenv_expect(0, &["apply", "-y"]);
     sandbox.write_spec(&format!("{SPEC}\n[packages.extra]\nattr = \"extra\"\n"));
     let killed = sandbox
-        .command(env!("CARGO_BIN_EXE_declenv"))
+        .declenv_command()
         .env("DECLENV_FAULT", "generation-before-link:abort")
-        .arg("--root")
-        .arg(&sandbox.root)
-        .arg("--file")
-        .arg(&sandbox.spec)
-        .arg("--profile")
-        .arg(&sandbox.profile)
         .args(["apply", "-y"])
         .output()
         .expect("declenv runs");
@@ -927,12 +922,8 @@ in builtins.foldl' (set: overlay: set // overlay set) base overlays
     );
     let declenv = Run::of(
         sandbox
-            .command(env!("CARGO_BIN_EXE_declenv"))
+            .declenv_command()
             .env("NIXPKGS_ALLOW_UNFREE", "1")
-            .arg("--root")
-            .arg(&sandbox.root)
-            .arg("--file")
-            .arg(&sandbox.spec)
             .args(["env", "-qa"])
             .output()
             .expect("declenv runs"),
