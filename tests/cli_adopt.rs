@@ -86,7 +86,7 @@ impl Sandbox {
     /// A fresh copy of the demo channel at `DIR/NAME`.
     fn demo_channel(&self, name: &str) -> PathBuf {
         let target = self.dir.join(name);
-        copy_tree(Path::new(DEMO_CHANNEL), &target);
+        support::copy_tree(Path::new(DEMO_CHANNEL), &target);
         target
     }
 
@@ -139,22 +139,6 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Copies a tree, keeping symlinks as symlinks and the executable bits.
-fn copy_tree(from: &Path, to: &Path) {
-    let metadata = fs_err::symlink_metadata(from).expect("stat");
-    if metadata.file_type().is_symlink() {
-        symlink(fs_err::read_link(from).expect("readlink"), to).expect("symlink");
-    } else if metadata.is_dir() {
-        fs_err::create_dir_all(to).expect("mkdir");
-        for entry in fs_err::read_dir(from).expect("read_dir") {
-            let entry = entry.expect("entry");
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        }
-    } else {
-        fs_err::copy(from, to).expect("copy");
-    }
 }
 
 fn write_executable(path: &Path, text: &str) {
@@ -550,11 +534,11 @@ fn nix_trees(sandbox: &Sandbox) -> Vec<PathBuf> {
         "cowsay-3.7.0",
         "fortune-mod-3.20.0",
     ] {
-        copy_tree(&channel.join(name), &trees.join(name));
+        support::copy_tree(&channel.join(name), &trees.join(name));
         paths.push(trees.join(name));
     }
     for (output, name) in [("out", "jq-1.7.1"), ("man", "jq-1.7.1-man")] {
-        copy_tree(&channel.join("jq-1.7.1").join(output), &trees.join(name));
+        support::copy_tree(&channel.join("jq-1.7.1").join(output), &trees.join(name));
         paths.push(trees.join(name));
     }
     // A package no source offers: adopted by store path.

@@ -9,9 +9,11 @@
 
 mod support;
 
+use support::Run;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -70,24 +72,6 @@ version = ">=1.7, <2"
 // The environment: a temporary directory, and running declenv in it
 // ---------------------------------------------------------------------------------------------
 
-/// One run of the binary.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// Stdout decoded, and checked against the schema of its kind.
-    fn json(&self) -> Value {
-        let document = serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {self:#?}"));
-        support::assert_schema_valid(&document);
-        document
-    }
-}
-
 /// The store backend a spec selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -127,7 +111,7 @@ impl Env {
         assert!(base.is_absolute(), "{}", base.display());
         let dotfiles = base.join("dotfiles");
         let channel = dotfiles.join("channel");
-        copy_tree(
+        support::copy_tree(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/channel"),
             &channel,
         );
@@ -190,11 +174,7 @@ impl Env {
             .stdin(Stdio::null())
             .output()
             .expect("declenv runs");
-        Run {
-            code: output.status.code().expect("declenv exits, not killed"),
-            stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
-            stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
-        }
+        Run::of(output)
     }
 
     /// Runs and asserts the exit status.
@@ -352,7 +332,7 @@ impl Env {
             ("which-2.21", "which-2.22", "2.21", "2.22"),
             ("cowsay-3.7.0", "cowsay-3.8.0", "3.7.0", "3.8.0"),
         ] {
-            copy_tree(&self.channel.join(old), &self.channel.join(new));
+            support::copy_tree(&self.channel.join(old), &self.channel.join(new));
             let program = self
                 .channel
                 .join(new)
@@ -406,23 +386,6 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
         "`{from}` must occur once in:\n{text}"
     );
     text.replacen(from, to, 1)
-}
-
-/// Copies a tree, keeping symlinks as symlinks and permissions as they are.
-fn copy_tree(from: &Path, to: &Path) {
-    fs_err::create_dir_all(to).expect("mkdir");
-    for entry in fs_err::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type().expect("file type");
-        if kind.is_symlink() {
-            symlink(fs_err::read_link(entry.path()).expect("link"), &target).expect("symlink");
-        } else if kind.is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs_err::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@
 //! Every test has its own temporary directory: a root, a dotfiles directory with the spec and a
 //! copy of the compat fixture channel (`tests/fixtures/compat/channel`).
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -31,7 +33,7 @@ impl World {
         };
         fs_err::create_dir_all(world.dotfiles()).expect("dotfiles");
         fs_err::create_dir_all(world.path().join("home")).expect("home");
-        copy_tree(
+        support::copy_tree(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compat/channel"),
             &world.dotfiles().join("channel"),
         );
@@ -126,22 +128,6 @@ impl World {
             .unwrap_or_default();
         names.sort();
         names
-    }
-}
-
-fn copy_tree(source: &Path, destination: &Path) {
-    let metadata = fs_err::symlink_metadata(source).expect("lstat");
-    if metadata.file_type().is_symlink() {
-        std::os::unix::fs::symlink(fs_err::read_link(source).expect("readlink"), destination)
-            .expect("symlink");
-    } else if metadata.is_dir() {
-        fs_err::create_dir_all(destination).expect("mkdir");
-        for entry in fs_err::read_dir(source).expect("list") {
-            let entry = entry.expect("entry");
-            copy_tree(&entry.path(), &destination.join(entry.file_name()));
-        }
-    } else {
-        fs_err::copy(source, destination).expect("copy");
     }
 }
 
@@ -418,7 +404,7 @@ fn the_f_source_is_declared_in_the_spec_relative_to_it() {
     assert!(text.contains("[packages.pa]\nattr = \"pa\"\n"), "{text}");
     // A second, different source: entries then name theirs.
     let other = world.path().join("other");
-    copy_tree(&world.channel(), &other);
+    support::copy_tree(&world.channel(), &other);
     world.ok(&["-f", "other", "-i", "pb"]);
     let text = world.spec_text();
     assert!(

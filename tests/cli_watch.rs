@@ -6,11 +6,13 @@
 //! `schema/watch-event.schema.json`), the lines on stderr, the profile's links. Every wait is a
 //! poll with a generous timeout; no fixed sleep decides a result.
 
+mod support;
+
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,22 +43,6 @@ fn digest(text: &str) -> String {
     declenv::profile::declarative::content_digest(text.as_bytes())
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    fs_err::create_dir_all(to).expect("mkdir");
-    for entry in fs_err::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type().expect("file type");
-        if kind.is_symlink() {
-            symlink(fs_err::read_link(entry.path()).expect("link"), &target).expect("symlink");
-        } else if kind.is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs_err::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 /// A temporary root and dotfiles directory (spec + channel copy).
 struct Env {
     _directory: tempfile::TempDir,
@@ -72,7 +58,7 @@ impl Env {
         let directory = tempfile::tempdir().expect("tempdir");
         let base = fs_err::canonicalize(directory.path()).expect("canonical tempdir");
         let dotfiles = base.join("dotfiles");
-        copy_tree(
+        support::copy_tree(
             &repository().join("examples/channel"),
             &dotfiles.join("channel"),
         );

@@ -12,11 +12,13 @@
 
 mod support;
 
+use support::Run;
+
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 /// The packages: `tool` carries a priority and a description in its meta, `docs` has two
 /// outputs, `extra` plays the package installed behind declenv's back.
@@ -63,35 +65,6 @@ attr = "docs"
 
 fn live() -> bool {
     std::env::var_os("DECLENV_TEST_NIX").is_some()
-}
-
-/// One run of a command.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn of(output: Output) -> Self {
-        Self {
-            code: output.status.code().expect("exits, not killed"),
-            stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
-            stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
-        }
-    }
-
-    fn json(&self) -> Value {
-        let document = serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {self:#?}"));
-        support::assert_schema_valid(&document);
-        document
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.stdout.lines().map(str::to_owned).collect()
-    }
 }
 
 /// A temporary directory with a private Nix store, the expression, a spec and a profile.
@@ -262,6 +235,14 @@ impl Sandbox {
 
     fn write_spec(&self, text: &str) {
         fs_err::write(&self.spec, text).expect("write spec");
+    }
+
+    /// The lockfile, decoded and checked against its schema.
+    fn lock_json(&self) -> Value {
+        let text = fs_err::read_to_string(self.spec.with_extension("lock")).expect("lockfile");
+        let document = serde_json::from_str(&text).expect("the lockfile is JSON");
+        support::assert_schema_valid(&document);
+        document
     }
 }
 
@@ -584,10 +565,7 @@ fn live_a_nix_source_is_evaluated_again_only_when_it_changes() {
 
     sandbox.declenv_expect(0, &["lock"]);
     assert_eq!(evaluations(), 1);
-    let lock: Value = serde_json::from_str(
-        &fs_err::read_to_string(sandbox.spec.with_extension("lock")).expect("lockfile"),
-    )
-    .expect("JSON");
+    let lock = sandbox.lock_json();
     assert_eq!(lock["sources"]["pkgs"]["kind"], "nix");
     assert_eq!(lock["sources"]["pkgs"]["path"], "../pkgs");
     let identity = lock["sources"]["pkgs"]["identity"].clone();
@@ -629,10 +607,7 @@ fn live_a_nix_source_is_evaluated_again_only_when_it_changes() {
         )),
         "{plan:#}"
     );
-    let lock: Value = serde_json::from_str(
-        &fs_err::read_to_string(sandbox.spec.with_extension("lock")).expect("lockfile"),
-    )
-    .expect("JSON");
+    let lock = sandbox.lock_json();
     assert_ne!(lock["sources"]["pkgs"]["identity"], identity);
 }
 
@@ -703,10 +678,7 @@ fn live_search_path_sources_resolve_through_nix_path() {
     let run = sandbox.declenv_with_nix_path(&nix_path, &["apply", "-y"]);
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(sandbox.installed(), ["docs-0.3", "hello-2.12", "tool-1.0"]);
-    let lock: Value = serde_json::from_str(
-        &fs_err::read_to_string(sandbox.spec.with_extension("lock")).expect("lockfile"),
-    )
-    .expect("JSON");
+    let lock = sandbox.lock_json();
     assert_eq!(lock["sources"]["pkgs"]["path"], "<demo>");
     // `nix-env -f '<demo>'` through `declenv env`: the spec's source of that lookup.
     let run = sandbox.declenv_with_nix_path(&nix_path, &["env", "-f", "<demo>", "-iA", "extra"]);

@@ -16,6 +16,8 @@
     reason = "the live tests say on stderr when they are skipped"
 )]
 
+mod support;
+
 use declenv::store::{BinaryCache, EmbeddedStore, Query, StoreDir, StorePath, TransferError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -64,23 +66,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         make_writable(self.0.path());
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs_err::create_dir_all(to).expect("mkdir");
-    for entry in fs_err::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type().expect("file type");
-        if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs_err::read_link(entry.path()).expect("link"), &target)
-                .expect("symlink");
-        } else if kind.is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs_err::copy(entry.path(), &target).expect("copy");
-        }
     }
 }
 
@@ -390,7 +375,7 @@ fn queries_answer_as_nix_store_query() {
 /// A private copy of the fixture cache.
 fn cache_copy(scratch: &Scratch) -> BinaryCache {
     let directory = scratch.path().join("cache");
-    copy_tree(&fixture("cache"), &directory);
+    support::copy_tree(&fixture("cache"), &directory);
     BinaryCache::in_directory(&directory)
 }
 
@@ -1073,7 +1058,7 @@ fn cache_copies_round_trip_and_a_damaged_cache_fails_clearly() {
 
     // A damaged archive: a clear error, nothing registered.
     let damaged = scratch.path().join("damaged");
-    copy_tree(&cache, &damaged);
+    support::copy_tree(&cache, &damaged);
     let victim = walk(&damaged.join("nar"))
         .into_iter()
         .next()
@@ -1162,7 +1147,7 @@ impl Machine {
     fn new() -> Self {
         let scratch = Scratch::new();
         let dotfiles = scratch.path().join("dotfiles");
-        copy_tree(
+        support::copy_tree(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/channel"),
             &dotfiles.join("channel"),
         );

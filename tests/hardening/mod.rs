@@ -15,17 +15,19 @@
     reason = "the tests report the figures HARDENING.md quotes"
 )]
 
+#[path = "../support/mod.rs"]
+mod support;
 use declenv::model::manifest;
 use declenv::profile::ProfileLock;
 use declenv::store::EmbeddedStore;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+pub use support::copy_tree;
 
 /// How long any one run may take before the test calls it hung (a lock never released, a
 /// loop): far above what a run takes, so only a real hang trips it.
@@ -335,23 +337,6 @@ fn read_in_background(
         let _ = pipe.read_to_end(&mut bytes);
         bytes
     })
-}
-
-/// Copies a tree, keeping symlinks as symlinks.
-pub fn copy_tree(from: &Path, to: &Path) {
-    fs_err::create_dir_all(to).expect("mkdir");
-    for entry in fs_err::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type().expect("file type");
-        if kind.is_symlink() {
-            symlink(fs_err::read_link(entry.path()).expect("link"), &target).expect("symlink");
-        } else if kind.is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs_err::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 /// Every symlink under `directory` (not following links), with its target.

@@ -1,4 +1,5 @@
-//! Shared by integration tests: validation of declenv's JSON against the committed schemas.
+//! Shared by integration tests: validation of declenv's JSON against the committed schemas,
+//! one finished run of a command, and copying trees.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -39,4 +40,57 @@ pub fn assert_schema_valid(document: &Value) {
         "not valid under schema/{kind}.schema.json:\n{}\n{document:#}",
         errors.join("\n")
     );
+}
+
+/// Copies a tree (or a single file or symlink), keeping symlinks as symlinks and file modes as
+/// they are.
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    let metadata = fs_err::symlink_metadata(from).expect("lstat");
+    if metadata.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs_err::read_link(from).expect("readlink"), to)
+            .expect("symlink");
+    } else if metadata.is_dir() {
+        fs_err::create_dir_all(to).expect("mkdir");
+        for entry in fs_err::read_dir(from).expect("read dir") {
+            let entry = entry.expect("entry");
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        fs_err::copy(from, to).expect("copy");
+    }
+}
+
+/// One finished run of a command, its output decoded.
+#[derive(Debug)]
+pub struct Run {
+    /// The exit status.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// The run of `output`, which must have exited (not been killed) and printed UTF-8.
+    pub fn of(output: std::process::Output) -> Self {
+        Self {
+            code: output.status.code().expect("exits, not killed"),
+            stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
+        }
+    }
+
+    /// Stdout decoded, and checked against the schema of its kind.
+    pub fn json(&self) -> Value {
+        let document = serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {self:#?}"));
+        assert_schema_valid(&document);
+        document
+    }
+
+    /// Stdout's lines.
+    pub fn lines(&self) -> Vec<String> {
+        self.stdout.lines().map(str::to_owned).collect()
+    }
 }
