@@ -201,18 +201,34 @@ fn lock_spec(
     mode: LockMode,
 ) -> anyhow::Result<(SpecFile, declarative::Sources, Locked)> {
     let spec_file = read_spec(settings)?;
-    declarative::check_backend(&spec_file, settings.backend()?)?;
+    let (sources, _, locked) = lock_in_memory(settings, &spec_file, options, mode)?;
+    Ok((spec_file, sources, locked?))
+}
+
+/// Loads the sources of `spec_file` and locks it in memory: the caller writes the lockfile
+/// (`save_lock`, `write_lockfile_if_current`) once what it built on it succeeded, so an error
+/// (a collision, say) leaves the file as it was. Returns the lockfile as read beside the
+/// outcome, which the caller may want to inspect before it fails.
+fn lock_in_memory(
+    settings: &Settings,
+    spec_file: &SpecFile,
+    options: &ResolveOptions,
+    mode: LockMode,
+) -> anyhow::Result<(
+    declarative::Sources,
+    LockFile,
+    Result<Locked, declarative::DeclarativeError>,
+)> {
+    declarative::check_backend(spec_file, settings.backend()?)?;
     let existing = LockFile::read(&spec_file.path)?;
     let sources = declarative::load_sources(spec_file.spec(), &settings.catalog_cache())?;
-    // Resolved in memory: the caller writes it with `save_lock` once what it built on the
-    // lockfile succeeded, so an error (a collision, say) leaves the file as it was.
     let in_memory = if mode == LockMode::Update {
         LockMode::InMemory
     } else {
         mode
     };
-    let locked = declarative::lock(&spec_file, &sources, &existing, options, in_memory)?;
-    Ok((spec_file, sources, locked))
+    let locked = declarative::lock(spec_file, &sources, &existing, options, in_memory);
+    Ok((sources, existing, locked))
 }
 
 /// Takes the spec's edit lock ([`declarative::lock_spec_edits`]) for `apply`, to hold until the
@@ -345,22 +361,13 @@ pub(crate) fn lock(
             }
         }
     }
-    let existing = LockFile::read(&spec_file.path)?;
-    let sources = declarative::load_sources(spec_file.spec(), &settings.catalog_cache())?;
-    // Resolved in memory, then written only if no write replaced the spec or lockfile meanwhile
-    // (`write_lockfile_if_current`).
-    let in_memory = if mode == LockMode::Update {
-        LockMode::InMemory
-    } else {
-        mode
-    };
-    let result = declarative::lock(
+    // Written only if no write replaced the spec or lockfile meanwhile.
+    let (_, existing, result) = lock_in_memory(
+        settings,
         &spec_file,
-        &sources,
-        &existing,
         &resolve_options(update, args.allow_attr_change),
-        in_memory,
-    );
+        mode,
+    )?;
     let mut locked = match result {
         Err(declarative::DeclarativeError::Stale { reason, .. }) if args.check => {
             eprintln!(

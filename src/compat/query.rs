@@ -353,21 +353,36 @@ pub fn render_json(rows: &[Row<'_>], out_path: bool, meta: bool) -> (String, Vec
 /// An object at nesting `depth` (its members are indented by `2 * (depth + 1)`), from
 /// already-rendered member values.
 fn json_object(members: &[(String, String)], depth: usize) -> String {
-    if members.is_empty() {
-        return "{}".to_owned();
+    json_bracketed(
+        ('{', '}'),
+        members
+            .iter()
+            .map(|(name, value)| format!("{}: {value}", json_string(name))),
+        depth,
+    )
+}
+
+/// Items between `brackets`, one per line at indentation `depth + 1`, commas between, the
+/// closing bracket at `depth`; empty brackets on one line. Nix's writer lays out lists and
+/// objects alike.
+fn json_bracketed(
+    brackets: (char, char),
+    items: impl ExactSizeIterator<Item = String>,
+    depth: usize,
+) -> String {
+    let (open, close) = brackets;
+    let count = items.len();
+    if count == 0 {
+        return format!("{open}{close}");
     }
     let inner = "  ".repeat(depth + 1);
-    let mut out = String::from("{\n");
-    for (position, (name, value)) in members.iter().enumerate() {
-        let _ = write!(out, "{inner}{}: {value}", json_string(name));
-        out.push_str(if position + 1 == members.len() {
-            "\n"
-        } else {
-            ",\n"
-        });
+    let mut out = format!("{open}\n");
+    for (position, item) in items.enumerate() {
+        let _ = write!(out, "{inner}{item}");
+        out.push_str(if position + 1 == count { "\n" } else { ",\n" });
     }
     out.push_str(&"  ".repeat(depth));
-    out.push('}');
+    out.push(close);
     out
 }
 
@@ -384,24 +399,11 @@ fn json_value(value: &Value, level: usize) -> String {
             (None, None, None) => number.to_string(),
         },
         Value::String(text) => json_string(text),
-        Value::Array(items) => {
-            if items.is_empty() {
-                return "[]".to_owned();
-            }
-            let inner = "  ".repeat(level + 1);
-            let mut out = String::from("[\n");
-            for (position, item) in items.iter().enumerate() {
-                let _ = write!(out, "{inner}{}", json_value(item, level + 1));
-                out.push_str(if position + 1 == items.len() {
-                    "\n"
-                } else {
-                    ",\n"
-                });
-            }
-            out.push_str(&"  ".repeat(level));
-            out.push(']');
-            out
-        }
+        Value::Array(items) => json_bracketed(
+            ('[', ']'),
+            items.iter().map(|item| json_value(item, level + 1)),
+            level,
+        ),
         Value::Object(members) => {
             let rendered: Vec<(String, String)> = members
                 .iter()

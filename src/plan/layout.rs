@@ -381,17 +381,25 @@ impl Ord for EnvironmentPath {
     /// Component by component, which is byte order with `/` below every other byte (names hold
     /// neither `/` nor NUL), compared without splitting: deep paths are compared often.
     fn cmp(&self, other: &Self) -> Ordering {
-        let (left, right) = (self.0.as_bytes(), other.0.as_bytes());
-        let common = left
-            .iter()
-            .zip(right)
-            .take_while(|(left, right)| left == right)
-            .count();
-        match (left.get(common), right.get(common)) {
-            (Some(b'/'), Some(_)) => Ordering::Less,
-            (Some(_), Some(b'/')) => Ordering::Greater,
-            (left, right) => left.cmp(&right),
-        }
+        compare_paths(&self.0, &other.0)
+    }
+}
+
+/// Orders relative paths component by component: byte order with `/` below every other byte
+/// (names hold neither `/` nor NUL), the order of a directory's entries in a NAR and in the
+/// builder's walk.
+#[must_use]
+pub fn compare_paths(left: &str, right: &str) -> Ordering {
+    let (left, right) = (left.as_bytes(), right.as_bytes());
+    let common = left
+        .iter()
+        .zip(right)
+        .take_while(|(left, right)| left == right)
+        .count();
+    match (left.get(common), right.get(common)) {
+        (Some(b'/'), Some(_)) => Ordering::Less,
+        (Some(_), Some(b'/')) => Ordering::Greater,
+        (left, right) => left.cmp(&right),
     }
 }
 

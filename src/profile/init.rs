@@ -127,20 +127,16 @@ pub fn spec_from_current(
                     .as_ref()
                     .and_then(|entry| entry.meta.get("priority"))
                     .and_then(crate::model::catalog::meta_int);
-                let defaults: BTreeSet<String> = decoded
-                    .map(|entry| {
-                        entry
-                            .outputs_to_install()
-                            .into_iter()
-                            .map(str::to_owned)
-                            .collect()
-                    })
+                let defaults: BTreeSet<&str> = decoded
+                    .as_ref()
+                    .map(|entry| entry.outputs_to_install().into_iter().collect())
                     .unwrap_or_default();
-                let installed: BTreeSet<String> = element.outputs.keys().cloned().collect();
+                let installed: BTreeSet<&str> =
+                    element.outputs.keys().map(String::as_str).collect();
                 if installed != defaults && !installed.is_empty() {
                     let mut outputs = toml_edit::Array::new();
-                    for output in &installed {
-                        outputs.push(output.as_str());
+                    for output in installed {
+                        outputs.push(output);
                     }
                     table["outputs"] = value(outputs);
                 }

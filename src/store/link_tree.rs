@@ -6,7 +6,6 @@
 //! hash (and name) such a tree before it creates anything, and then create it once, in place.
 //! Does no I/O.
 
-use std::cmp::Ordering;
 use std::fmt;
 
 /// One entry of a [`LinkTree`]: a directory, or a symlink and its target. Paths are relative to
@@ -111,7 +110,7 @@ impl LinkTree {
     pub(crate) fn sorted(&self) -> Result<Vec<&LinkEntry>, LinkTreeError> {
         let mut sorted: Vec<&LinkEntry> = self.entries.iter().collect();
         // Stable and adaptive: a tree pushed in order (as a layout is) costs one pass.
-        sorted.sort_by(|left, right| compare_paths(left.path(), right.path()));
+        sorted.sort_by(|left, right| crate::plan::layout::compare_paths(left.path(), right.path()));
         let error = |entry: &LinkEntry, problem| LinkTreeError {
             path: entry.path().to_owned(),
             problem,
@@ -159,21 +158,6 @@ fn is_inside(path: &str, directory: &str) -> bool {
     path.len() > directory.len()
         && path.starts_with(directory)
         && path.as_bytes()[directory.len()] == b'/'
-}
-
-/// Orders relative paths component by component: byte order with `/` below every other byte.
-pub(crate) fn compare_paths(left: &str, right: &str) -> Ordering {
-    let (left, right) = (left.as_bytes(), right.as_bytes());
-    let common = left
-        .iter()
-        .zip(right)
-        .take_while(|(left, right)| left == right)
-        .count();
-    match (left.get(common), right.get(common)) {
-        (Some(b'/'), Some(_)) => Ordering::Less,
-        (Some(_), Some(b'/')) => Ordering::Greater,
-        (left, right) => left.cmp(&right),
-    }
 }
 
 /// Appends one archive string: its length, its bytes, zero padding to a multiple of 8.

@@ -525,7 +525,7 @@ fn link_tree(dependency: &StorePath) -> LinkTree {
 fn link_tree_on_disk(tree: &LinkTree, root: &Path) {
     fs::create_dir(root).expect("mkdir");
     let mut entries: Vec<&LinkEntry> = tree.entries().iter().collect();
-    entries.sort_by(|left, right| link_tree::compare_paths(left.path(), right.path()));
+    entries.sort_by(|left, right| crate::plan::layout::compare_paths(left.path(), right.path()));
     for entry in entries {
         match entry {
             LinkEntry::Directory { path } => fs::create_dir(root.join(path)).expect("mkdir"),

@@ -252,6 +252,22 @@ struct New {
     origin: Origin,
 }
 
+/// `-i`'s selection (`queryInstSources` with newest-only): the indices of `candidates` the
+/// selectors `args` take, after printing Nix's warnings.
+fn newest_selected<C: crate::plan::select::Candidate>(
+    candidates: &[C],
+    args: &[String],
+    say: super::Say,
+) -> Result<Vec<usize>, Stop> {
+    let selectors: Vec<&str> = args.iter().map(String::as_str).collect();
+    let selected = filter_by_selectors(candidates, &selectors, true, &crate::source::host_system())
+        .map_err(|error| Stop::Failed(selection_error(&error)))?;
+    for warning in &selected.warnings {
+        say.warn(warning);
+    }
+    Ok(selected.indices)
+}
+
 /// The state one attempt works on.
 struct Work<'a> {
     context: &'a Context<'a>,
@@ -584,20 +600,12 @@ impl Work<'_> {
 
     /// The new elements `-i` and `--set` take (`queryInstSources` with newest-only).
     fn new_elements(&mut self, source: &InstallSource, args: &[String]) -> Result<Vec<New>, Stop> {
-        let system = crate::source::host_system();
         let say = self.say();
         match source {
             InstallSource::Selectors => {
                 let available = self.available()?;
                 let candidates = available.candidates();
-                let selectors: Vec<&str> = args.iter().map(String::as_str).collect();
-                let selected = filter_by_selectors(&candidates, &selectors, true, &system)
-                    .map_err(|error| Stop::Failed(selection_error(&error)))?;
-                for warning in &selected.warnings {
-                    say.warn(warning);
-                }
-                Ok(selected
-                    .indices
+                Ok(newest_selected(&candidates, args, say)?
                     .into_iter()
                     .map(|index| New {
                         name: candidates[index].entry.name().to_owned(),
@@ -624,14 +632,7 @@ impl Work<'_> {
                     .enumerate()
                     .map(|(index, element)| super::installed_element(index, element))
                     .collect();
-                let selectors: Vec<&str> = args.iter().map(String::as_str).collect();
-                let selected = filter_by_selectors(&refs, &selectors, true, &system)
-                    .map_err(|error| Stop::Failed(selection_error(&error)))?;
-                for warning in &selected.warnings {
-                    say.warn(warning);
-                }
-                Ok(selected
-                    .indices
+                Ok(newest_selected(&refs, args, say)?
                     .into_iter()
                     .map(|index| New {
                         name: elements[index].name.clone(),
