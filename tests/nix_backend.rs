@@ -478,7 +478,22 @@ fn live_garbage_collection_keeps_every_generation() {
 
     // `declenv gc --delete-old` deletes generation 2 (not current now) and then collects:
     // extra goes, generation 1 stays whole.
-    sandbox.declenv_expect(0, &["gc", "--delete-old"]);
+    let extra = Sandbox::generation_target(&sandbox.profile, 2);
+    let extra = sandbox
+        .closure(&extra)
+        .into_iter()
+        .find(|path| path.ends_with("-extra-0.1"))
+        .expect("extra is in generation 2");
+    let report = sandbox.declenv_expect(0, &["gc", "--delete-old", "--json"]);
+    let report: Value = serde_json::from_str(&report.stdout).expect("JSON");
+    assert_eq!(
+        report["deleted_generations"][0]["generations"],
+        serde_json::json!([2])
+    );
+    // The paths Nix's collector says it deleted, as it says it.
+    let deleted = report["dead"].as_array().expect("dead");
+    assert!(deleted.contains(&Value::from(extra.clone())), "{report:#}");
+    assert!(!Path::new(&extra).exists());
     assert_eq!(sandbox.nix_generations(), [(1, true)]);
     assert!(!sandbox.installed().contains(&"extra-0.1".to_owned()));
     for path in sandbox.closure(&Sandbox::generation_target(&sandbox.profile, 1)) {
@@ -941,6 +956,44 @@ fn live_a_changed_source_rebuilds_nothing_the_lockfile_holds() {
     let applied = sandbox.declenv_expect(0, &["apply", "-y"]);
     assert!(applied.stderr.contains("-hello-2.12.drv'"), "{applied:#?}");
     assert_eq!(hello(&sandbox), "new hello\n");
+}
+
+/// Without `--profile`, declenv manages the profile `nix-env` uses: the one it makes
+/// `~/.nix-profile` point at when there is none yet (as root), and the link's target after.
+#[test]
+fn live_the_default_profile_is_nix_envs() {
+    if !live() {
+        return;
+    }
+    let sandbox = Sandbox::new(SPEC);
+    let default_plan = || {
+        Run::of(
+            sandbox
+                .command(env!("CARGO_BIN_EXE_declenv"))
+                .arg("--root")
+                .arg(&sandbox.root)
+                .arg("--file")
+                .arg(&sandbox.spec)
+                .args(["plan", "--json"])
+                .output()
+                .expect("declenv runs"),
+        )
+        .json()["profile"]
+            .as_str()
+            .expect("profile")
+            .to_owned()
+    };
+    let before = default_plan();
+    let link = sandbox.base.join("home/.nix-profile");
+    assert!(fs_err::symlink_metadata(&link).is_err());
+    sandbox.nix("nix-env", &["-q"]);
+    let target = fs_err::read_link(&link).expect("nix-env made ~/.nix-profile");
+    assert_eq!(Path::new(&before), target, "before nix-env made the link");
+    // Once the link exists, it is followed, wherever it points.
+    let elsewhere = sandbox.base.join("profiles/elsewhere");
+    fs_err::remove_file(&link).expect("remove link");
+    std::os::unix::fs::symlink(&elsewhere, &link).expect("symlink");
+    assert_eq!(Path::new(&default_plan()), elsewhere);
 }
 
 // ---- refusals, without Nix -----------------------------------------------------------------

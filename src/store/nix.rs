@@ -232,6 +232,9 @@ impl NixStore {
     pub fn query_available(&self, expression: &Path) -> Result<Vec<u8>, NixError> {
         let mut command = Command::new("nix-env");
         command
+            // A profile that cannot exist: without one, nix-env makes `~/.nix-profile` on any
+            // call, and an evaluation must not touch the user's profile.
+            .args(["-p", "/dev/null/declenv-evaluates-only"])
             .arg("-f")
             .arg(expression)
             .args(PINNED_ARGUMENTS)
