@@ -1481,6 +1481,7 @@ fn realise_nix(
                     tree: tree.clone(),
                     name: output_store_name(&wanted.element.name, output),
                     nar_hash: wanted.nar_hashes.get(output).cloned().unwrap_or_default(),
+                    path: expected.clone(),
                 }),
                 None => {
                     wanted_paths.insert(expected, (wanted, output));

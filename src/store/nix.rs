@@ -102,6 +102,8 @@ pub struct TreeToAdd {
     pub name: String,
     /// The expected NAR hash, `sha256:<nixbase32>`; Nix refuses a tree with another one.
     pub nar_hash: String,
+    /// The store path it becomes (what the manifest names).
+    pub path: String,
 }
 
 /// A real Nix store, as Nix's environment variables select it.
@@ -330,18 +332,8 @@ impl NixStore {
         log: &mut dyn FnMut(&str),
     ) -> Result<(StorePath, Vec<String>), NixError> {
         let manifest = render(elements)?;
-        let tree_paths: std::collections::BTreeSet<String> = trees
-            .iter()
-            .filter_map(|tree| {
-                let digest = super::nixbase32::decode(tree.nar_hash.strip_prefix("sha256:")?)
-                    .ok()?
-                    .try_into()
-                    .ok()?;
-                super::path::source_store_path(&self.store_dir, &digest, &tree.name)
-                    .ok()
-                    .map(|path| path.to_string())
-            })
-            .collect();
+        let tree_paths: std::collections::BTreeSet<&str> =
+            trees.iter().map(|tree| tree.path.as_str()).collect();
         let mut references = Vec::new();
         for tree in trees {
             references.push(format!(
@@ -358,7 +350,7 @@ impl NixStore {
         let mut named = std::collections::BTreeSet::new();
         for element in elements {
             for path in element.outputs.values() {
-                if !tree_paths.contains(path) && named.insert(path.clone()) {
+                if !tree_paths.contains(path.as_str()) && named.insert(path.clone()) {
                     references.push(format!("(builtins.storePath {})", nix_string(path)));
                 }
             }
