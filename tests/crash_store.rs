@@ -3,6 +3,8 @@
 //! store must hold no damaged valid path (leftovers of the interrupted add are allowed: they are
 //! invalid by construction), and adding again must converge on the one correct path.
 
+mod hardening;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -51,7 +53,7 @@ fn killing_store_add_never_leaves_a_damaged_valid_path() {
         .args(["store", "add", tree_argument])
         .output()
         .expect("add runs");
-    let duration = started.elapsed();
+    let mut duration = started.elapsed();
     assert!(reference.status.success());
 
     // The one path the tree must end up at in the crash-tested root (the store directory is
@@ -69,21 +71,19 @@ fn killing_store_add_never_leaves_a_damaged_valid_path() {
     let expected = declenv::store::path::source_store_path(&store_dir, &digest.sha256, "tree-1.0")
         .expect("store path")
         .to_string();
-    let kills = 20_u32;
-    let mut killed_before_exit = 0;
-    for attempt in 0..kills {
-        let delay = duration.mul_f64(f64::from(attempt) / f64::from(kills) * 1.2);
+    let mut schedule = hardening::KillSchedule::new(20);
+    while schedule.wants_more() {
+        let attempt = schedule.attempts;
+        let delay = duration.mul_f64(schedule.next_share());
         let mut child = declenv(&root)
             .args(["store", "add", tree_argument])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("add starts");
-        std::thread::sleep(delay);
-        if child.try_wait().expect("wait").is_none() {
-            killed_before_exit += 1;
+        if let Some(ran) = schedule.kill_after(&mut child, delay) {
+            duration = ran;
         }
-        child.kill().ok();
         child.wait().expect("reaped");
 
         let report = verify(&root);
@@ -101,11 +101,6 @@ fn killing_store_add_never_leaves_a_damaged_valid_path() {
             assert_eq!(String::from_utf8_lossy(&again.stdout).trim_end(), expected);
         }
     }
-    assert!(
-        killed_before_exit > kills / 3,
-        "too few kills landed mid-add: {killed_before_exit}"
-    );
-
     // A final run converges: one valid, intact path, equal to the uninterrupted add's.
     let last = declenv(&root)
         .args(["store", "add", tree_argument])

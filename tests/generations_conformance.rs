@@ -666,7 +666,7 @@ fn live_nix_waits_for_a_declenv_lock() {
     let locked = profile
         .lock(LockOptions::default(), &mut |_| {})
         .expect("lock");
-    let child = Command::new("nix-env")
+    let mut child = Command::new("nix-env")
         .arg("-p")
         .arg(profile.path())
         .arg("--list-generations")
@@ -679,18 +679,33 @@ fn live_nix_waits_for_a_declenv_lock() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("nix-env");
-    std::thread::sleep(Duration::from_millis(700));
+    // The lock is released once nix-env has said that it waits for it, however long it takes to
+    // start (or after a minute of silence, and the test fails).
+    let waiting = format!("waiting for lock on profile '{}'", profile.path().display());
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            if sender.send(line.expect("read stderr")).is_err() {
+                break;
+            }
+        }
+    });
+    let mut said = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(60)) {
+        let found = line.contains(&waiting);
+        said.push(line);
+        if found {
+            break;
+        }
+    }
     locked.unlock();
+    said.extend(lines.iter());
+    reader.join().expect("reader");
+    let said = said.join("\n");
     let output = child.wait_with_output().expect("nix-env finished");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "nix-env failed: {stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "waiting for lock on profile '{}'",
-            profile.path().display()
-        )),
-        "nix-env did not wait: {stderr}"
-    );
+    assert!(output.status.success(), "nix-env failed: {said}");
+    assert!(said.contains(&waiting), "nix-env did not wait: {said}");
     assert!(!root.join("profiles").join("prof.lock").exists());
 }
 

@@ -551,6 +551,74 @@ impl Watched {
     }
 }
 
+/// Kill tests aim their kills inside a run whose length they can only estimate: a kill that
+/// lands after the process exited tests nothing, and on a loaded machine runs speed up and slow
+/// down. So each test asks for a number of kills that land mid-run and tries at most
+/// [`KillSchedule::MAX_ATTEMPTS_PER_KILL`] times as many; a run that exits before its kill
+/// corrects the estimate to the time it really took.
+#[derive(Debug)]
+pub struct KillSchedule {
+    /// How many kills must land while the process runs.
+    pub wanted: u32,
+    /// How many have landed so far.
+    pub landed: u32,
+    /// How many have been tried.
+    pub attempts: u32,
+}
+
+impl KillSchedule {
+    pub const MAX_ATTEMPTS_PER_KILL: u32 = 3;
+
+    pub fn new(wanted: u32) -> Self {
+        Self {
+            wanted,
+            landed: 0,
+            attempts: 0,
+        }
+    }
+
+    /// Whether another kill is needed; fails when the attempts are used up.
+    pub fn wants_more(&self) -> bool {
+        assert!(
+            self.landed >= self.wanted || self.attempts < self.wanted * Self::MAX_ATTEMPTS_PER_KILL,
+            "only {} of {} kills landed mid-run; the runs kept finishing first",
+            self.landed,
+            self.attempts
+        );
+        self.landed < self.wanted
+    }
+
+    /// Where in the run the next kill goes, as a share of its estimated duration: spread evenly
+    /// over the run by how many have landed, so that early and late instants are both hit.
+    pub fn next_share(&self) -> f64 {
+        (f64::from(self.landed) + 0.5) / f64::from(self.wanted.max(1))
+    }
+
+    /// Waits `delay` for `child` (polling, so that an early exit is seen at once) and kills it.
+    /// Returns how long it ran if it exited by itself first, so that the caller can correct its
+    /// estimate; `None` when the kill landed while it ran.
+    pub fn kill_after(&mut self, child: &mut Child, delay: Duration) -> Option<Duration> {
+        self.attempts += 1;
+        let spawned = Instant::now();
+        let mut exited = None;
+        loop {
+            if child.try_wait().expect("wait").is_some() {
+                exited = Some(spawned.elapsed());
+                break;
+            }
+            if spawned.elapsed() >= delay {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().ok();
+        if exited.is_none() {
+            self.landed += 1;
+        }
+        exited
+    }
+}
+
 /// A small, seedable random number generator (xorshift64*), so that a failing random schedule
 /// can be replayed from the seed the test prints.
 #[derive(Debug, Clone)]
