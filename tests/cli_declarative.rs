@@ -1313,7 +1313,7 @@ fn unknown_package_by_name() {
     env.write_spec(&format!("{SMALL_SPEC}\n[packages.cowsey]\n"));
     let error = assert_refused(&env, EVERY_READER);
     insta::assert_snapshot!(error, @r"
-    error: package `cowsey`: no package matches selector `cowsey` in `demo`
+    error: profile spec `[TMP]/dotfiles/profile.toml` at line 18, column 11: package `cowsey`: no package matches selector `cowsey` in `demo`
     hint: did you mean `cowsay`?
     ");
 }
@@ -1324,7 +1324,7 @@ fn unknown_package_by_attribute() {
     env.edit_spec("attr = \"which\"", "attr = \"whcih\"");
     let error = assert_refused(&env, EVERY_READER);
     insta::assert_snapshot!(error, @r"
-    error: package `which`: no package matches attribute `whcih` in `demo`
+    error: profile spec `[TMP]/dotfiles/profile.toml` at line 10, column 8: package `which`: no package matches attribute `whcih` in `demo`
     hint: `declenv search --source PATH NAME` lists what a source offers
     ");
 }
@@ -1346,7 +1346,7 @@ fn a_constraint_no_version_satisfies() {
     env.edit_spec("\">=1.7, <2\"", "\">=2\"");
     let error = assert_refused(&env, EVERY_READER);
     insta::assert_snapshot!(error, @r"
-    error: package `jq`: no version of `jq` satisfies `>=2` (available: 1.7.1)
+    error: profile spec `[TMP]/dotfiles/profile.toml` at line 16, column 11: package `jq`: no version of `jq` satisfies `>=2` (available: 1.7.1)
     hint: relax `version` under `[packages.jq]`, or update the source
     ");
 }

@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -283,6 +284,29 @@ pub struct Parsed {
     pub document: SpecDocument,
     /// Unknown keys.
     pub warnings: Vec<SpecWarning>,
+    /// Where each package's entry and fields are, so that a package the sources cannot give is
+    /// reported at its place in the file.
+    pub package_locations: BTreeMap<String, PackageLocation>,
+}
+
+/// Where a package's entry is written in the spec: 1-based lines and columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackageLocation {
+    /// The entry's key (`[packages.ID]` or `ID = { … }`).
+    pub entry: (usize, usize),
+    /// Each field's value, by field name.
+    pub fields: BTreeMap<String, (usize, usize)>,
+}
+
+impl PackageLocation {
+    /// The value of the first of `fields` the entry sets, else the entry itself.
+    #[must_use]
+    pub fn of(&self, fields: &[&str]) -> (usize, usize) {
+        fields
+            .iter()
+            .find_map(|field| self.fields.get(*field).copied())
+            .unwrap_or(self.entry)
+    }
 }
 
 /// Converts a byte offset into a 1-based line and column (columns count characters).
@@ -421,8 +445,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
         });
     }
     let mut packages = Vec::new();
+    let mut package_locations = BTreeMap::new();
     for (id, package) in &document.packages {
         let field = |name: &str| span_of(&["packages", id, name], false);
+        let at = |span: Option<Range<usize>>| line_column(text, span.map_or(0, |span| span.start));
+        let entry = span_of(&["packages", id], true).or_else(|| span_of(&["packages", id], false));
+        package_locations.insert(
+            id.clone(),
+            PackageLocation {
+                entry: at(entry),
+                fields: ["attr", "name", "store-path", "version", "outputs"]
+                    .into_iter()
+                    .filter_map(|name| Some((name.to_owned(), at(Some(field(name)?)))))
+                    .collect(),
+            },
+        );
         let selection = match (&package.attr, &package.name, &package.store_path) {
             (Some(attr), None, None) => Selection::Attr(attr.clone()),
             (None, Some(name), None) => Selection::Name(name.clone()),
@@ -561,6 +598,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Parsed, SpecError> {
         },
         document,
         warnings,
+        package_locations,
     })
 }
 
@@ -741,6 +779,21 @@ store-path = "/nix/store/aaaa-tool-1.0"
         );
     }
 
+    #[test]
+    fn package_locations_point_at_entries_and_their_fields() {
+        let parsed = parse_text(
+            "version = 1\n[packages]\nfd = { attr = \"fd\", version = \">=9\" }\n\n[packages.hello]\n  name = \"hello\"\n",
+        )
+        .unwrap();
+        let fd = &parsed.package_locations["fd"];
+        assert_eq!(fd.entry, (3, 1));
+        assert_eq!(fd.of(&["version", "attr"]), (3, 31));
+        assert_eq!(fd.of(&["attr"]), (3, 15));
+        assert_eq!(fd.of(&["outputs"]), (3, 1));
+        let hello = &parsed.package_locations["hello"];
+        assert_eq!(hello.entry, (5, 11));
+        assert_eq!(hello.of(&["attr", "name"]), (6, 10));
+    }
     #[test]
     fn entry_hash_changes_with_any_field_and_ignores_spelling() {
         let hash = |body: &str| {

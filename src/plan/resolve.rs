@@ -165,6 +165,29 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
+    /// The fields of the package's entry that the error is about, most telling first.
+    #[must_use]
+    pub fn fields(&self) -> &'static [&'static str] {
+        match self {
+            Self::Selector { .. } | Self::Ambiguous { .. } => &["name"],
+            Self::NotFound { .. } => &["attr", "name"],
+            Self::NoVersion { .. } => &["version", "attr", "name"],
+            Self::NoOutput { .. } => &["outputs"],
+        }
+    }
+
+    /// The id of the package it is about.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Selector { id, .. }
+            | Self::NotFound { id, .. }
+            | Self::NoVersion { id, .. }
+            | Self::Ambiguous { id, .. }
+            | Self::NoOutput { id, .. } => id,
+        }
+    }
+
     /// A hint for the user.
     #[must_use]
     pub fn hint(&self) -> Option<String> {

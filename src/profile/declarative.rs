@@ -71,9 +71,19 @@ pub enum DeclarativeError {
         #[source]
         source: Box<SourceError>,
     },
-    /// An entry cannot be resolved.
-    #[error(transparent)]
-    Resolve(#[from] ResolveError),
+    /// An entry cannot be resolved: reported at the entry's place in the spec, as the spec's own
+    /// errors are.
+    #[error("profile spec `{}` at line {line}, column {column}: {error}", path.display())]
+    Resolve {
+        /// The spec.
+        path: PathBuf,
+        /// 1-based line of the package's entry.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// Why (in the message itself, not a cause).
+        error: Box<ResolveError>,
+    },
     /// A chosen package's tree could not be hashed.
     #[error("cannot hash the tree of package `{id}` at `{}`", path.display())]
     Hash {
@@ -242,7 +252,7 @@ impl DeclarativeError {
         match self {
             Self::Spec(error) => error.hint.clone(),
             Self::Lockfile(error) => error.hint(),
-            Self::Resolve(error) => error.hint(),
+            Self::Resolve { error, .. } => error.hint(),
             Self::Stale { frozen: true, .. } => Some(
                 "run `declenv lock` to bring the lockfile up to date, or drop `--frozen`"
                     .to_owned(),
@@ -324,6 +334,21 @@ pub struct SpecFile {
 }
 
 impl SpecFile {
+    /// `error`, placed at its package's entry in this spec.
+    fn unresolved(&self, error: ResolveError) -> DeclarativeError {
+        let (line, column) = self
+            .parsed
+            .package_locations
+            .get(error.id())
+            .map_or((1, 1), |location| location.of(error.fields()));
+        DeclarativeError::Resolve {
+            path: self.path.clone(),
+            line,
+            column,
+            error: Box::new(error),
+        }
+    }
+
     /// Reads and parses the spec at `path`.
     pub fn read(path: &Path) -> Result<Self, DeclarativeError> {
         let path = std::path::absolute(path).map_err(|source| DeclarativeError::ReadSpec {
@@ -512,7 +537,8 @@ pub fn lock(
             .unwrap_or_default();
         (previous.clone(), held_back)
     } else {
-        let resolution = resolve::resolve(spec, &sources.catalog, previous, options)?;
+        let resolution = resolve::resolve(spec, &sources.catalog, previous, options)
+            .map_err(|error| spec_file.unresolved(error))?;
         let mut lockfile = Lockfile::default();
         for (id, decision) in &resolution.decisions {
             let package = match decision {
