@@ -1,8 +1,9 @@
 //! Filesystem primitives with the guarantees the rest of declenv relies on.
 //!
 //! Owns atomic file replacement: a reader sees the old content or the new, never a torn file,
-//! and a crash leaves at worst a stray temporary file; and exclusive file locks, which the
-//! kernel releases when their holder exits. Knows nothing about what it writes.
+//! and a crash leaves at worst a stray temporary file, which the next write in that directory
+//! removes; and exclusive file locks, which the kernel releases when their holder exits. Knows
+//! nothing about what it writes.
 
 use crate::fault::Point;
 use std::io::{self, Write};
@@ -10,9 +11,13 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The temporary files of [`write_atomic`]: `.declenv-tmp-<pid>-<random>`.
+const TEMPORARY_PREFIX: &str = ".declenv-tmp-";
+
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, flushed and
 /// synced, then renamed over the target; the directory is synced so the rename is durable.
-/// The file keeps the permissions of the one it replaces (a new one gets `0644`).
+/// The file keeps the permissions of the one it replaces (a new one gets `0644`). Temporary
+/// files that killed writers left in the directory are removed first.
 ///
 /// Fault points ([`crate::fault`]): [`Point::Write`] before anything is created, and in the
 /// middle of the write (half the content in the temporary file) [`Point::LockfileWrite`] for a
@@ -27,8 +32,10 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         Ok(metadata) => metadata.permissions(),
         Err(_) => std::fs::Permissions::from_mode(0o644),
     };
+    remove_abandoned_temporaries(directory);
+    let prefix = format!("{TEMPORARY_PREFIX}{}-", std::process::id());
     let mut temporary = tempfile::Builder::new()
-        .prefix(".declenv-tmp-")
+        .prefix(&prefix)
         .permissions(permissions)
         .tempfile_in(directory)?;
     let middle = match path.extension().and_then(|extension| extension.to_str()) {
@@ -49,6 +56,41 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     temporary.persist(path).map_err(|error| error.error)?;
     fs_err::File::open(directory)?.sync_all()?;
     Ok(())
+}
+
+/// Removes the temporary files of [`write_atomic`] in `directory` whose writer is gone (killed
+/// before it could rename or remove them). Best effort: a file whose writer still runs, or
+/// cannot be told, stays.
+fn remove_abandoned_temporaries(directory: &Path) {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(TEMPORARY_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+        if is_file && process_is_gone(pid) == Some(true) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether process `pid` has exited, as `/proc` tells; `None` where there is no `/proc` to ask.
+/// (A process of another PID namespace sharing these files looks gone: its leftovers are only
+/// ever temporary.)
+#[must_use]
+pub fn process_is_gone(pid: u32) -> Option<bool> {
+    if !Path::new("/proc/self").exists() {
+        return None;
+    }
+    Some(!Path::new("/proc").join(pid.to_string()).exists())
 }
 
 /// An exclusive `flock` on a file, held until dropped (or until the process exits, however it
@@ -114,6 +156,35 @@ pub fn lock_exclusive_within(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_removes_what_killed_writers_left_and_nothing_else() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        // Beyond any `pid_max`: a writer that is gone.
+        let abandoned = directory.path().join(".declenv-tmp-4294967295-a1b2c3");
+        let running = directory
+            .path()
+            .join(format!(".declenv-tmp-{}-d4e5f6", std::process::id()));
+        let unknown = directory.path().join(".declenv-tmp-x1y2z3");
+        for path in [&abandoned, &running, &unknown] {
+            std::fs::write(path, "half").expect("write");
+        }
+        write_atomic(&directory.path().join("profile.lock"), b"whole").expect("write");
+        assert!(!abandoned.exists());
+        assert!(running.exists());
+        assert!(unknown.exists());
+        let names: Vec<String> = std::fs::read_dir(directory.path())
+            .expect("read")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
 
     #[test]
     fn a_second_lock_waits_for_the_first() {

@@ -1436,9 +1436,6 @@ const NIX_APPLY_PREFIX: &str = "nix-apply-";
 /// could remove them), so that what they kept alive can be collected. A directory whose
 /// process still runs, or whose process cannot be told (no `/proc`), is left alone.
 pub fn remove_abandoned_roots(scratch: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
     let Ok(entries) = std::fs::read_dir(scratch) else {
         return;
     };
@@ -1452,7 +1449,7 @@ pub fn remove_abandoned_roots(scratch: &Path) {
         else {
             continue;
         };
-        if !Path::new("/proc").join(pid.to_string()).exists() {
+        if crate::fs::process_is_gone(pid) == Some(true) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
