@@ -62,24 +62,31 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
 /// before it could rename or remove them). Best effort: a file whose writer still runs, or
 /// cannot be told, stays.
 fn remove_abandoned_temporaries(directory: &Path) {
-    let Ok(entries) = std::fs::read_dir(directory) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix(TEMPORARY_PREFIX))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
-        if is_file && process_is_gone(pid) == Some(true) {
+    for entry in entries_of_gone_processes(directory, TEMPORARY_PREFIX) {
+        if entry.file_type().is_ok_and(|kind| kind.is_file()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// The entries of `directory` named `<prefix><pid>-…` whose process `pid` is gone (see
+/// [`process_is_gone`]): what a killed process left behind. Unreadable directories have none.
+pub fn entries_of_gone_processes(directory: &Path, prefix: &str) -> Vec<std::fs::DirEntry> {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.strip_prefix(prefix))
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok())
+                .is_some_and(|pid| process_is_gone(pid) == Some(true))
+        })
+        .collect()
 }
 
 /// Whether process `pid` has exited, as `/proc` tells; `None` where there is no `/proc` to ask.

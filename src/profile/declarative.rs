@@ -1436,22 +1436,8 @@ const NIX_APPLY_PREFIX: &str = "nix-apply-";
 /// could remove them), so that what they kept alive can be collected. A directory whose
 /// process still runs, or whose process cannot be told (no `/proc`), is left alone.
 pub fn remove_abandoned_roots(scratch: &Path) {
-    let Ok(entries) = std::fs::read_dir(scratch) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|name| name.strip_prefix(NIX_APPLY_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if crate::fs::process_is_gone(pid) == Some(true) {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+    for entry in crate::fs::entries_of_gone_processes(scratch, NIX_APPLY_PREFIX) {
+        let _ = std::fs::remove_dir_all(entry.path());
     }
 }
 
