@@ -815,7 +815,8 @@ pub(crate) fn apply(
             progress.set_message(name.to_owned());
             progress.inc(1);
         },
-        &mut report,
+        // Lines printed under a drawn bar would be torn by its next redraw.
+        &mut |message| progress.suspend(|| report(message)),
     );
     progress.finish_and_clear();
     let applied = applied?;
