@@ -435,6 +435,17 @@ fn live_garbage_collection_keeps_every_generation() {
         used.extend(sandbox.closure(&Sandbox::generation_target(&sandbox.profile, number)));
     }
     assert!(used.iter().any(|path| path.ends_with("-tool-1.0")));
+    // Garbage of a known size: a file added to the store and rooted by nothing.
+    let garbage_file = sandbox.base.join("garbage.bin");
+    fs_err::write(&garbage_file, vec![7_u8; 300_000]).expect("write");
+    let garbage = sandbox
+        .nix(
+            "nix-store",
+            &["--add", garbage_file.to_str().expect("utf-8")],
+        )
+        .stdout
+        .trim()
+        .to_owned();
     let dead: BTreeSet<String> = sandbox
         .nix("nix-store", &["--gc", "--print-dead"])
         .lines()
@@ -457,10 +468,23 @@ fn live_garbage_collection_keeps_every_generation() {
         .map(|path| path.as_str().expect("path").to_owned())
         .collect();
     assert_eq!(reported, dead);
+    assert!(dead.contains(&garbage), "{dead:?}");
+    // What it would free is the dead paths' NAR size, as Nix's database records it.
+    let mut query = vec!["--query", "--size"];
+    query.extend(dead.iter().map(String::as_str));
+    let nar_size: u64 = sandbox
+        .nix("nix-store", &query)
+        .lines()
+        .iter()
+        .map(|line| line.parse::<u64>().expect("a size"))
+        .sum();
+    assert!(nar_size > 300_000, "{nar_size}");
+    assert_eq!(report["dead_bytes"], nar_size, "{report:#}");
 
     // Collect for real: every generation still works, and the temporary roots of the applies
     // are gone.
     sandbox.nix("nix-store", &["--gc"]);
+    assert!(!Path::new(&garbage).exists());
     let mut check = vec!["--check-validity", "--print-invalid"];
     check.extend(used.iter().map(String::as_str));
     let still_valid = sandbox.nix("nix-store", &check);
@@ -493,6 +517,8 @@ fn live_garbage_collection_keeps_every_generation() {
     // The paths Nix's collector says it deleted, as it says it.
     let deleted = report["dead"].as_array().expect("dead");
     assert!(deleted.contains(&Value::from(extra.clone())), "{report:#}");
+    // What it freed is what Nix says it freed, to 0.01 MiB (so small collections free 0).
+    assert!(report["dead_bytes"].is_u64(), "{report:#}");
     assert!(!Path::new(&extra).exists());
     assert_eq!(sandbox.nix_generations(), [(1, true)]);
     assert!(!sandbox.installed().contains(&"extra-0.1".to_owned()));

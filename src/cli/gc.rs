@@ -125,6 +125,15 @@ fn run_nix(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
         None
     };
     let (paths, summary) = nix.collect_garbage(report)?;
+    // What a dry run would free is the dead paths' NAR size, as on the embedded store; what a
+    // collection freed is what Nix says it freed.
+    let dead_bytes = if args.print_live {
+        0
+    } else if only_report {
+        nix.nar_size_total(&paths)?
+    } else {
+        crate::store::nix::freed_bytes(&summary).unwrap_or(0)
+    };
     let stdout = anstream::stdout();
     let mut out = BufWriter::new(stdout.lock());
     if args.json {
@@ -139,7 +148,7 @@ fn run_nix(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
             deleted_generations,
             live,
             dead,
-            dead_bytes: 0,
+            dead_bytes,
             leftovers: Vec::new(),
             stale_roots: Vec::new(),
         };
@@ -153,7 +162,11 @@ fn run_nix(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
         for path in &paths {
             anstream::eprintln!("{}", format!("would delete `{path}`").dimmed());
         }
-        anstream::eprintln!("would delete {} store paths", paths.len());
+        anstream::eprintln!(
+            "would delete {} store paths ({:.2} MiB)",
+            paths.len(),
+            dead_bytes as f64 / (1024.0 * 1024.0)
+        );
     } else {
         for path in &paths {
             anstream::eprintln!("{}", format!("deleted `{path}`").dimmed());

@@ -419,6 +419,41 @@ impl NixStore {
         };
         Ok((paths, summary))
     }
+
+    /// The total NAR size of `paths` (valid paths), as Nix's database records them.
+    pub fn nar_size_total(&self, paths: &[String]) -> Result<u64, NixError> {
+        let mut total = 0_u64;
+        // In chunks, so that a large collection stays within the argument length limit.
+        for chunk in paths.chunks(500) {
+            let output = run(
+                Command::new("nix-store")
+                    .args(["--query", "--size"])
+                    .args(chunk),
+                "nix-store --query --size",
+            )?;
+            for line in String::from_utf8_lossy(&output.stdout).lines() {
+                total = total.saturating_add(line.trim().parse::<u64>().unwrap_or(0));
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The bytes Nix says a collection freed, from its summary (`N store paths deleted, X MiB
+/// freed`); Nix prints them to 0.01 MiB.
+#[must_use]
+pub fn freed_bytes(summary: &str) -> Option<u64> {
+    let (_, freed) = summary.rsplit_once(", ")?;
+    let mebibytes: f64 = freed.strip_suffix(" MiB freed")?.parse().ok()?;
+    if !mebibytes.is_finite() || mebibytes < 0.0 {
+        return None;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a finite, non-negative size far below 2^64 bytes"
+    )]
+    Some((mebibytes * 1024.0 * 1024.0).round() as u64)
 }
 
 /// Has Nix make `link` a permanent root of `target` (`nix-store --realise TARGET --add-root
@@ -559,6 +594,18 @@ pub fn nix_string(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[rstest::rstest]
+    #[case("2 store paths deleted, 0.29 MiB freed", Some(304_087))]
+    #[case("0 store paths deleted, 0.00 MiB freed", Some(0))]
+    #[case("1 store paths deleted, 1024.00 MiB freed", Some(1 << 30))]
+    #[case("", None)]
+    #[case("2 store paths deleted", None)]
+    #[case("2 store paths deleted, -1.00 MiB freed", None)]
+    #[case("2 store paths deleted, lots MiB freed", None)]
+    fn freed_bytes_reads_nix_summary(#[case] summary: &str, #[case] expected: Option<u64>) {
+        assert_eq!(freed_bytes(summary), expected);
+    }
+
     use super::*;
     use rstest::rstest;
 
