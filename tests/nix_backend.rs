@@ -620,6 +620,16 @@ fn live_a_nix_source_is_evaluated_again_only_when_it_changes() {
     assert_eq!(found["packages"][0]["name"], "hello-2.12", "{found:#}");
     assert_eq!(evaluations(), 1);
 
+    // Nix's own configuration changes: evaluated again (a setting such as `system` changes what
+    // an evaluation gives); the same configuration again is a cache hit.
+    let nix_conf = sandbox.base.join("etc/nix.conf");
+    fs_err::create_dir_all(nix_conf.parent().expect("parent")).expect("mkdir");
+    fs_err::write(&nix_conf, "allow-import-from-derivation = false\n").expect("write nix.conf");
+    sandbox.declenv_expect(2, &["plan", "--detailed-exitcode"]);
+    assert_eq!(evaluations(), 2);
+    sandbox.declenv_expect(2, &["plan", "--detailed-exitcode"]);
+    assert_eq!(evaluations(), 2);
+
     // The expression changes: evaluated again, and the new package is there.
     let text = fs_err::read_to_string(sandbox.packages.join("default.nix")).expect("read");
     fs_err::write(
@@ -638,7 +648,7 @@ fn live_a_nix_source_is_evaluated_again_only_when_it_changes() {
     let plan = sandbox
         .declenv_expect(2, &["plan", "--json", "--detailed-exitcode"])
         .json();
-    assert_eq!(evaluations(), 2);
+    assert_eq!(evaluations(), 3);
     assert!(
         changes(&plan).contains(&(
             "add".to_owned(),

@@ -11,8 +11,9 @@
 //! directory (where what it imports usually is; the spec and lockfile beside it do not count).
 //! Hidden entries (`.git`) are left out, and symlinks are not followed. The source's identity,
 //! which the lockfile records, is computed only when Nix runs: the store path, or a hash of the
-//! same files' contents. Files the expression reads from elsewhere, and settings in `nix.conf`,
-//! are not part of the key. When an expression's evaluation changes, the one it replaces is
+//! same files' contents. Nix's configuration files (`nix.conf` and the user's) are part of the
+//! key by content; files the expression reads from elsewhere, and files a `nix.conf` includes,
+//! are not. When an expression's evaluation changes, the one it replaces is
 //! removed from the cache; a cache that cannot be written costs an evaluation, not an error.
 
 use super::{CacheDirectory, SourceError, load_catalog_json_identified};
@@ -107,6 +108,16 @@ pub fn load_nix_source(
         &canonical.to_string_lossy(),
     ] {
         key.update(part.as_bytes());
+        key.update(b"\0");
+    }
+    // Nix's settings (`system`, `allow-import-from-derivation`, `pure-eval`, …) can change what
+    // an evaluation gives; their files are small, so their contents go in whole.
+    for file in NixStore::configuration_files() {
+        key.update(file.as_os_str().as_bytes());
+        key.update(b"\0");
+        if let Ok(contents) = std::fs::read(&file) {
+            key.update(&contents);
+        }
         key.update(b"\0");
     }
     if !in_store {

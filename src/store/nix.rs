@@ -185,6 +185,37 @@ impl NixStore {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
+    /// The configuration files Nix 2.8 reads, in its order: `nix.conf` in `NIX_CONF_DIR`
+    /// (`/etc/nix`), then `NIX_USER_CONF_FILES` when set, else `nix/nix.conf` under each of
+    /// `XDG_CONFIG_DIRS` (`/etc/xdg`) and `XDG_CONFIG_HOME` (`~/.config`). Files they
+    /// `include` are not followed.
+    #[must_use]
+    pub fn configuration_files() -> Vec<PathBuf> {
+        let variable = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        let mut files = vec![
+            variable("NIX_CONF_DIR")
+                .map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from)
+                .join("nix.conf"),
+        ];
+        if let Some(user_files) = variable("NIX_USER_CONF_FILES") {
+            files.extend(std::env::split_paths(&user_files));
+            return files;
+        }
+        let config_dirs = variable("XDG_CONFIG_DIRS").unwrap_or_else(|| "/etc/xdg".into());
+        let config_home = variable("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| variable("HOME").map(|home| PathBuf::from(home).join(".config")));
+        let mut directories: Vec<PathBuf> = std::env::split_paths(&config_dirs).collect();
+        directories.reverse();
+        directories.extend(config_home);
+        files.extend(
+            directories
+                .into_iter()
+                .map(|directory| directory.join("nix/nix.conf")),
+        );
+        files
+    }
+
     /// What identifies the Nix that evaluates sources, cheaply: the `nix-env` found on `PATH`,
     /// resolved through symlinks (a Nix installed in a store is named by its hash), with its
     /// size and modification time. Falls back to running `nix-env --version` when there is none
