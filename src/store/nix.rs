@@ -160,11 +160,18 @@ impl NixStore {
                 return home.join(target);
             }
         }
-        // The owner of `/proc/self` is the process's user on Linux; elsewhere, `USER`.
-        let user = std::env::var("USER").unwrap_or_default();
-        let is_root = std::fs::metadata("/proc/self").map_or(user == "root", |metadata| {
-            std::os::unix::fs::MetadataExt::uid(&metadata) == 0
+        // The owner of `/proc/self` is the process's user on Linux, named as the password
+        // database names it (Nix asks `getpwuid`; the local `/etc/passwd` answers for local
+        // users); elsewhere, and for users it does not list, `USER`.
+        let uid = std::fs::metadata("/proc/self")
+            .ok()
+            .map(|metadata| std::os::unix::fs::MetadataExt::uid(&metadata));
+        let listed = uid.and_then(|uid| {
+            let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+            user_named_in_passwd(&passwd, uid)
         });
+        let user = listed.unwrap_or_else(|| std::env::var("USER").unwrap_or_default());
+        let is_root = uid.map_or(user == "root", |uid| uid == 0);
         if is_root || user.is_empty() {
             self.state_dir.join("profiles").join("default")
         } else {
@@ -470,6 +477,17 @@ impl NixStore {
     }
 }
 
+/// The name `passwd` (the text of `/etc/passwd`) gives user `uid`: its first line with that
+/// uid, as `getpwuid` answers.
+fn user_named_in_passwd(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let listed_uid: u32 = fields.nth(1)?.parse().ok()?;
+        (listed_uid == uid && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
 /// The bytes Nix says a collection freed, from its summary (`N store paths deleted, X MiB
 /// freed`); Nix prints them to 0.01 MiB.
 #[must_use]
@@ -625,6 +643,22 @@ pub fn nix_string(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[rstest::rstest]
+    #[case(0, Some("root"))]
+    #[case(65534, Some("nobody"))]
+    #[case(1000, Some("alice"))]
+    #[case(1001, None)]
+    fn the_password_database_names_users_by_uid(#[case] uid: u32, #[case] name: Option<&str>) {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      # a comment\n\
+                      broken-line\n\
+                      nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+                      alice:x:1000:1000::/home/alice:/bin/sh\n\
+                      alice-again:x:1000:1000::/home/alice:/bin/sh\n\
+                      :x:1001:1001::/:/bin/sh\n";
+        assert_eq!(user_named_in_passwd(passwd, uid).as_deref(), name);
+    }
+
     #[rstest::rstest]
     #[case("2 store paths deleted, 0.29 MiB freed", Some(304_087))]
     #[case("0 store paths deleted, 0.00 MiB freed", Some(0))]
