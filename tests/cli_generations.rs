@@ -160,3 +160,67 @@ fn bad_delete_spec_is_a_clear_error() {
     );
     assert_eq!(listed(&fixture).len(), 2);
 }
+
+fn json_of(output: &Output) -> Value {
+    assert!(output.status.success(), "{}", stderr(output));
+    let document: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    assert_eq!(document["schema"]["version"], 1, "{document:#}");
+    document
+}
+
+#[test]
+fn switches_and_deletions_report_json() {
+    let fixture = fixture(5, 4);
+    let profile = fixture.profile.display().to_string();
+
+    let dry = json_of(&declenv(&fixture, &["rollback", "--dry-run", "--json"]));
+    assert_eq!(
+        dry,
+        serde_json::json!({
+            "schema": { "version": 1 },
+            "profile": profile,
+            "dry_run": true,
+            "from": 4,
+            "to": 3,
+            "restored_spec": false,
+        })
+    );
+    assert_eq!(current_link(&fixture), "default-4-link");
+
+    let rolled_back = declenv(&fixture, &["rollback", "--json"]);
+    assert_eq!(json_of(&rolled_back)["to"], 3);
+    // What the JSON says is not said again on stderr.
+    assert_eq!(stderr(&rolled_back), "");
+    assert_eq!(current_link(&fixture), "default-3-link");
+
+    let switched = json_of(&declenv(
+        &fixture,
+        &["generations", "switch", "5", "--json"],
+    ));
+    assert_eq!(
+        (switched["from"].clone(), switched["to"].clone()),
+        (3.into(), 5.into())
+    );
+    assert_eq!(current_link(&fixture), "default-5-link");
+
+    let would = json_of(&declenv(
+        &fixture,
+        &["generations", "delete", "+2", "--dry-run", "--json"],
+    ));
+    assert_eq!(would["deleted"], serde_json::json!([1, 2, 3]), "{would:#}");
+    assert_eq!(would["dry_run"], true);
+    assert_eq!(listed(&fixture).len(), 5);
+
+    let deleted = json_of(&declenv(
+        &fixture,
+        &["generations", "delete", "1", "3", "--json"],
+    ));
+    assert_eq!(deleted["deleted"], serde_json::json!([1, 3]), "{deleted:#}");
+    assert_eq!(listed(&fixture), [(2, false), (4, false), (5, true)]);
+
+    let old = json_of(&declenv(
+        &fixture,
+        &["generations", "delete", "old", "--dry-run", "--json"],
+    ));
+    assert_eq!(old["deleted"], serde_json::json!([2, 4]));
+}

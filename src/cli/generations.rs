@@ -29,6 +29,9 @@ pub(crate) enum GenerationsCommand {
         /// Also write back the spec and lockfile that generation was built from
         #[arg(long, conflicts_with = "dry_run")]
         restore_spec: bool,
+        /// Print the switch as JSON (`from`, `to`)
+        #[arg(long)]
+        json: bool,
     },
     /// Delete generations: `old` (all but the current), `+N` (keep the current and the N-1
     /// before it), `Nd` (older than N days, keeping the one active then), or numbers
@@ -39,6 +42,9 @@ pub(crate) enum GenerationsCommand {
         /// Say what would be deleted; change nothing
         #[arg(long)]
         dry_run: bool,
+        /// Print the numbers deleted (or, with `--dry-run`, that would be) as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -52,6 +58,9 @@ pub(crate) struct RollbackArgs {
     /// it, the spec stays as it is and `declenv plan` shows the drift)
     #[arg(long, conflicts_with = "dry_run")]
     restore_spec: bool,
+    /// Print the switch as JSON (`from`, `to`)
+    #[arg(long)]
+    json: bool,
 }
 
 /// The message for a wait on a lock, in declenv's words; `None` for other messages.
@@ -71,6 +80,19 @@ pub(super) fn waiting_text(message: &ProfileMessage) -> Option<String> {
 
 /// Prints a profile message in declenv's words (the `env` command prints Nix's instead).
 fn report(message: &ProfileMessage) {
+    report_unless_json(false)(message);
+}
+
+/// [`report`], or under `--json` only the waits (what the JSON says is not said twice).
+fn report_unless_json(json: bool) -> impl Fn(&ProfileMessage) {
+    move |message| {
+        if !json || waiting_text(message).is_some() {
+            print_message(message);
+        }
+    }
+}
+
+fn print_message(message: &ProfileMessage) {
     let text = match message {
         ProfileMessage::WaitingForLock { .. } | ProfileMessage::WaitingForGc { .. } => {
             waiting_text(message).unwrap_or_default()
@@ -94,6 +116,7 @@ pub(crate) fn run(settings: &Settings, command: &GenerationsCommand) -> anyhow::
             number,
             dry_run,
             restore_spec,
+            json,
         } => {
             let requested =
                 crate::plan::generations::parse_switch_generation_arguments(&[number.as_str()])
@@ -101,24 +124,44 @@ pub(crate) fn run(settings: &Settings, command: &GenerationsCommand) -> anyhow::
             if *restore_spec {
                 super::declarative::check_restorable(settings, Some(requested))?;
             }
-            profile.switch_generation(requested, *dry_run, LockOptions::default(), &mut report)?;
+            let switch = profile.switch_generation(
+                requested,
+                *dry_run,
+                LockOptions::default(),
+                &mut report_unless_json(*json),
+            )?;
             if *restore_spec {
                 super::declarative::restore_spec(settings)?;
             }
+            if *json {
+                print_switch(&profile, switch, *dry_run, *restore_spec)?;
+            }
             Ok(Outcome::Success)
         }
-        GenerationsCommand::Delete { specs, dry_run } => {
+        GenerationsCommand::Delete {
+            specs,
+            dry_run,
+            json,
+        } => {
             let policy = DeletePolicy::parse(specs)
                 .with_context(|| format!("invalid generation spec `{}`", specs.join(" ")))?;
             let now = jiff::Timestamp::now().as_second();
-            let deleted = profile.delete_generations(
+            let mut deleted = profile.delete_generations(
                 &policy,
                 now,
                 *dry_run,
                 LockOptions::default(),
-                &mut report,
+                &mut report_unless_json(*json),
             )?;
-            if deleted.is_empty() {
+            if *json {
+                deleted.sort_unstable();
+                print_json(&DeleteJson {
+                    schema: Schema { version: 1 },
+                    profile: profile.path().display().to_string(),
+                    dry_run: *dry_run,
+                    deleted,
+                })?;
+            } else if deleted.is_empty() {
                 anstream::eprintln!("{}", "no generation to delete".dimmed());
             }
             Ok(Outcome::Success)
@@ -131,11 +174,67 @@ pub(crate) fn rollback(settings: &Settings, args: &RollbackArgs) -> anyhow::Resu
     if args.restore_spec {
         super::declarative::check_restorable(settings, None)?;
     }
-    profile.rollback(args.dry_run, LockOptions::default(), &mut report)?;
+    let switch = profile.rollback(
+        args.dry_run,
+        LockOptions::default(),
+        &mut report_unless_json(args.json),
+    )?;
     if args.restore_spec {
         super::declarative::restore_spec(settings)?;
     }
+    if args.json {
+        print_switch(&profile, switch, args.dry_run, args.restore_spec)?;
+    }
     Ok(Outcome::Success)
+}
+
+/// What `rollback --json` and `generations switch --json` print.
+#[derive(Serialize)]
+struct SwitchJson {
+    schema: Schema,
+    profile: String,
+    /// Nothing was changed; `to` is where the profile would go.
+    dry_run: bool,
+    /// The current generation before (absent: there was none).
+    from: Option<u32>,
+    to: u32,
+    /// The spec and lockfile `to` was built from were written back.
+    restored_spec: bool,
+}
+
+/// What `generations delete --json` prints.
+#[derive(Serialize)]
+struct DeleteJson {
+    schema: Schema,
+    profile: String,
+    dry_run: bool,
+    /// The generations deleted (or that would be), ascending.
+    deleted: Vec<u32>,
+}
+
+fn print_switch(
+    profile: &Profile,
+    switch: crate::plan::generations::Switch,
+    dry_run: bool,
+    restored_spec: bool,
+) -> anyhow::Result<()> {
+    print_json(&SwitchJson {
+        schema: Schema { version: 1 },
+        profile: profile.path().display().to_string(),
+        dry_run,
+        from: switch.from,
+        to: switch.to,
+        restored_spec,
+    })
+}
+
+fn print_json(document: &impl Serialize) -> anyhow::Result<()> {
+    let stdout = anstream::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    serde_json::to_writer_pretty(&mut out, document)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
 }
 
 #[derive(Serialize)]
