@@ -132,6 +132,23 @@ pub fn lock_exclusive_within(
         .open(path)?
         .into_parts()
         .0;
+    wait_for_lock(file, path, timeout, waiting)
+}
+
+/// Takes an exclusive lock on the directory itself (an `flock` on the directory), so that
+/// nothing is created in it: for locks that would otherwise leave a file among the user's own.
+/// Waits as [`lock_exclusive`] does.
+pub fn lock_directory(directory: &Path, waiting: impl FnOnce()) -> io::Result<FileLock> {
+    let file = fs_err::File::open(directory)?.into_parts().0;
+    wait_for_lock(file, directory, LOCK_TIMEOUT, waiting)
+}
+
+fn wait_for_lock(
+    file: std::fs::File,
+    path: &Path,
+    timeout: Duration,
+    waiting: impl FnOnce(),
+) -> io::Result<FileLock> {
     let started = Instant::now();
     let mut waiting = Some(waiting);
     let mut pause = Duration::from_millis(1);

@@ -303,17 +303,18 @@ pub fn lock_path_for(spec_path: &Path) -> PathBuf {
 }
 
 /// Takes the lock that serialises every change of one spec and its lockfile (`declenv env`
-/// writes, `apply`, `lock`): `DIR/.NAME.edit-lock` beside the spec. `waiting` is called once,
-/// before blocking, when another process holds it.
+/// writes, `apply`, `lock`): an `flock` on the spec's directory, which leaves nothing among the
+/// user's files (specs that share a directory share it). `waiting` is called once, before
+/// blocking, when another process holds it.
 pub fn lock_spec_edits(
     spec_path: &Path,
     waiting: impl FnOnce(),
 ) -> io::Result<crate::fs::FileLock> {
-    let directory = spec_path.parent().unwrap_or(Path::new("."));
-    let name = spec_path
-        .file_name()
-        .map_or_else(|| "profile.toml".into(), |name| name.to_string_lossy());
-    crate::fs::lock_exclusive(&directory.join(format!(".{name}.edit-lock")), waiting)
+    let directory = match spec_path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    crate::fs::lock_directory(directory, waiting)
 }
 
 /// `sha256:<hex>` of some bytes.

@@ -1,9 +1,9 @@
 //! The writes of `declenv env`: `-i`, `-u`, `-e`, `--set` and `--set-flag` as edits of the
 //! profile spec, then lock, plan and apply as one generation.
 //!
-//! One attempt, under a lock beside the spec (`.NAME.edit-lock`, held from reading the spec to
-//! writing it back after the switch, so concurrent writers queue and none loses another's
-//! edit):
+//! One attempt, under the spec's edit lock (an `flock` on its directory, held from reading the
+//! spec to writing it back after the switch, so concurrent writers queue and none loses
+//! another's edit):
 //!
 //! 1. Read the spec (or start one; a profile that already has a generation then has its
 //!    elements adopted by store path, so nothing it holds is dropped), lock it in memory and
@@ -48,7 +48,8 @@ use std::path::{Path, PathBuf};
 /// How many times a write starts over when the profile moves underneath it.
 const ATTEMPTS: usize = 10;
 
-/// The lock that serialises edits of one spec: `DIR/.NAME.edit-lock` beside it.
+/// The lock that serialises edits of one spec ([`crate::profile::declarative::lock_spec_edits`]),
+/// creating the spec's directory first.
 pub(crate) fn lock_spec(context: &Context<'_>, spec_path: &Path) -> EnvResult<crate::fs::FileLock> {
     let directory = spec_path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(directory).map_err(|error| {
