@@ -1116,3 +1116,45 @@ fn the_embedded_store_commands_refuse_the_nix_backend() {
     );
     assert!(!sandbox.root.exists());
 }
+
+/// `init` takes a source that is a Nix expression (`<name>`, a `.nix` file, a directory with a
+/// `default.nix`) for one, and so writes a spec on the Nix backend, as a `nix` source in a spec
+/// implies it; `--backend embedded` refuses a `.nix` file rather than call it a catalog.
+#[test]
+fn init_takes_nix_expressions_for_nix_sources() {
+    let sandbox = Sandbox::new("");
+    let packages = sandbox.packages_path().to_owned();
+    let file = format!("{packages}/default.nix");
+    for (source, written) in [
+        (format!("pkgs={packages}"), format!("nix = \"{packages}\"")),
+        (format!("pkgs={file}"), format!("nix = \"{file}\"")),
+        (
+            "pkgs=<nixpkgs>".to_owned(),
+            "nix = \"<nixpkgs>\"".to_owned(),
+        ),
+    ] {
+        fs_err::remove_file(&sandbox.spec).ok();
+        let run = sandbox.declenv_expect(0, &["init", "--source", &source]);
+        let spec = fs_err::read_to_string(&sandbox.spec).expect("spec written");
+        assert!(spec.contains(&written), "{source}: {spec}\n{run:#?}");
+        assert!(
+            !spec.contains("channel =") && !spec.contains("catalog ="),
+            "{spec}"
+        );
+    }
+
+    fs_err::remove_file(&sandbox.spec).expect("remove");
+    let source = format!("pkgs={file}");
+    let refused =
+        sandbox.declenv_expect(2, &["--backend", "embedded", "init", "--source", &source]);
+    assert!(
+        refused
+            .stderr
+            .contains("is a Nix expression, which only the Nix backend can build")
+            && refused
+                .stderr
+                .contains("hint: leave out `--backend embedded`"),
+        "{refused:#?}"
+    );
+    assert!(!sandbox.spec.exists(), "a refused init wrote the spec");
+}

@@ -990,6 +990,23 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
             hint: "pass `--force` to overwrite it, or `--file PATH` to write another".to_owned(),
         }));
     }
+    // A source that is a Nix expression implies the Nix backend, as a `nix` source in a spec
+    // does, unless `--backend embedded` says otherwise.
+    let is_expression = |path: &str| {
+        path.starts_with('<')
+            || std::path::absolute(path)
+                .is_ok_and(|absolute| crate::source::nix::looks_like_expression(&absolute))
+    };
+    let implied = args
+        .sources
+        .iter()
+        .filter_map(|source| source.split_once('='))
+        .any(|(_, path)| is_expression(path));
+    let settings = &if implied && settings.backend_asked() != Some(BackendKind::Embedded) {
+        settings.with_backend(BackendKind::Nix)
+    } else {
+        settings.clone()
+    };
     let backend = settings.backend()?;
     let mut sources = Vec::new();
     for source in &args.sources {
@@ -999,14 +1016,17 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
                 hint: "for example `--source nixpkgs=./channel`".to_owned(),
             }));
         };
+        let refuse_expression = || {
+            anyhow::Error::new(super::Hinted {
+                message: format!(
+                    "`--source {source}` is a Nix expression, which only the Nix backend can build"
+                ),
+                hint: "leave out `--backend embedded`".to_owned(),
+            })
+        };
         if path.starts_with('<') {
             if backend != BackendKind::Nix {
-                return Err(anyhow::Error::new(super::Hinted {
-                    message: format!(
-                        "`--source {source}` is a Nix expression, which only the Nix backend can build"
-                    ),
-                    hint: "pass `--backend nix`".to_owned(),
-                }));
+                return Err(refuse_expression());
             }
             sources.push((name.to_owned(), "nix", path.to_owned()));
             continue;
@@ -1025,10 +1045,12 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
             }));
         }
         // On the Nix backend, `.nix` files and directories with a `default.nix` are
-        // expressions; channels have no `default.nix`.
-        let is_expression =
-            backend == BackendKind::Nix && crate::source::nix::looks_like_expression(&absolute);
-        let kind = if is_expression {
+        // expressions; channels have no `default.nix`. A `.nix` file is never a catalog.
+        let expression = crate::source::nix::looks_like_expression(&absolute);
+        if expression && backend != BackendKind::Nix && !absolute.is_dir() {
+            return Err(refuse_expression());
+        }
+        let kind = if expression && backend == BackendKind::Nix {
             "nix"
         } else if absolute.is_dir() {
             "channel"

@@ -157,6 +157,8 @@ pub(crate) struct Settings {
     backend: BackendKind,
     /// Why that cannot be trusted, when it cannot.
     backend_problem: Option<BackendProblem>,
+    /// The backend `--backend` (or `DECLENV_BACKEND`) asked for, if it did.
+    backend_asked: Option<BackendKind>,
 }
 
 /// The store a command works on, opened.
@@ -243,6 +245,20 @@ impl Settings {
         settings
     }
 
+    /// The backend `--backend` (or `DECLENV_BACKEND`) asked for, if it did.
+    pub(crate) fn backend_asked(&self) -> Option<BackendKind> {
+        self.backend_asked
+    }
+
+    /// These settings for a spec about to be written with `backend` (`init`, whose sources
+    /// imply it).
+    pub(crate) fn with_backend(&self, backend: BackendKind) -> Self {
+        let mut settings = self.clone();
+        settings.backend = backend;
+        settings.backend_problem = None;
+        settings
+    }
+
     /// The Nix store, for the Nix backend.
     pub(crate) fn nix_store(&self) -> anyhow::Result<NixStore> {
         Ok(NixStore::from_environment()?)
@@ -291,6 +307,7 @@ impl Settings {
             file: global.file.clone(),
             backend: BackendKind::Embedded,
             backend_problem: None,
+            backend_asked: global.backend,
         }
     }
 
