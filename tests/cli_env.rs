@@ -484,7 +484,7 @@ fn writes_that_fail_change_nothing() {
     let expression = world.env(&["-f", "dotfiles/channel", "-iE", "pkgs: pkgs.hello"]);
     assert_eq!(expression.status.code(), Some(1));
     assert!(
-        stderr(&expression).contains("Nix evaluator"),
+        stderr(&expression).contains("`-E`/`--from-expression` is not supported"),
         "{}",
         stderr(&expression)
     );

@@ -4,7 +4,8 @@
 //! * The command line is read by [`crate::compat::args`], with Nix's usage errors and exit
 //!   codes (1 for errors, 100 when the environment cannot be built).
 //! * `-f PATH` names a channel directory or a catalog JSON file (as `nix-env -qa --json
-//!   --out-path --meta` writes it). Without `-f`, the available packages are those of the
+//!   --out-path --meta` writes it), and on the Nix backend a Nix expression (`<name>`, a `.nix`
+//!   file, a directory with a `default.nix`). Without `-f`, the available packages are those of the
 //!   spec's sources, under attribute paths prefixed with the source's name (as Nix prefixes
 //!   channel names: `-iA nixpkgs.hello`).
 //! * `-p PATH` names the profile; without it, declenv's `--profile`, then the profile `-S`
@@ -235,7 +236,7 @@ Operations:
   -u, --upgrade [-A] [--lt|--leq|--eq|--always] ARGS   upgrade packages
   -e, --uninstall ARGS                                 uninstall packages
       --set [-A] ARG                                   set the profile to one package
-      --set-flag NAME VALUE ARGS                       set a flag (priority, keep, active, …)
+      --set-flag NAME VALUE ARGS                       set a flag (priority, keep or active)
   -q, --query [-a] [-s] [-c] [-P] [-A PATH] [--json|--xml] [--meta] [--no-name]
               [--system] [--drv-path] [--out-path] [--description] ARGS
   -S, --switch-profile PATH
@@ -247,7 +248,8 @@ Operations:
 Options:
   -p, --profile PATH   the profile (default: declenv's)
   -f, --file PATH      a channel directory or a catalog JSON file
-                       (`nix-env -qa --json --out-path --meta`); default: the spec's sources
+                       (`nix-env -qa --json --out-path --meta`), or on the Nix backend
+                       a Nix expression; default: the spec's sources
       --dry-run        show what would change
   -b, --prebuilt-only  only packages already in the store
 

@@ -110,7 +110,7 @@ enum Command {
     Apply(declarative::ApplyArgs),
     /// Show what changed between two generations
     Diff(declarative::DiffArgs),
-    /// Print the JSON Schema of `profile.toml`, `profile.lock` or plan JSON
+    /// Print the JSON Schema of `profile.toml`, `profile.lock`, plan JSON or a `--json` report
     Schema(declarative::SchemaArgs),
     /// Search the available packages
     Search(search::SearchArgs),

@@ -152,7 +152,8 @@ pub(crate) fn write(context: &Context<'_>, command: &Command) -> EnvResult<()> {
     };
     if expressions {
         return Err(EnvError::Other(anyhow::Error::new(super::super::Hinted {
-            message: "`-E`/`--from-expression` needs a Nix evaluator, which declenv does not have"
+            message: "`-E`/`--from-expression` is not supported: an expression given on the \
+                      command line has no place in the spec"
                 .to_owned(),
             hint: "install by name, by attribute path (`-A`) or by store path".to_owned(),
         })));
