@@ -1308,6 +1308,18 @@ fn unknown_source() {
 }
 
 #[test]
+fn a_missing_spec_points_at_init() {
+    let env = applied(SMALL_SPEC);
+    fs_err::remove_file(&env.spec).expect("remove the spec");
+    let error = assert_refused(&env, EVERY_READER);
+    insta::assert_snapshot!(error, @r"
+    error: cannot read profile spec `[TMP]/dotfiles/profile.toml`
+      caused by: No such file or directory (os error 2)
+    hint: write one with `declenv init`, or name yours with `--file` (or `DECLENV_FILE`)
+    ");
+}
+
+#[test]
 fn unknown_package_by_name() {
     let env = applied(SMALL_SPEC);
     env.write_spec(&format!("{SMALL_SPEC}\n[packages.cowsey]\n"));

@@ -96,7 +96,7 @@ fn rollback_goes_to_the_highest_older_generation() {
     assert!(dry.status.success(), "{}", stderr(&dry));
     assert_eq!(current_link(&fixture), "default-3-link");
     assert!(
-        stderr(&dry).contains("switching from generation 3 to 2"),
+        stderr(&dry).contains("would switch from generation 3 to 2"),
         "{}",
         stderr(&dry)
     );

@@ -80,27 +80,31 @@ pub(super) fn waiting_text(message: &ProfileMessage) -> Option<String> {
 
 /// Prints a profile message in declenv's words (the `env` command prints Nix's instead).
 fn report(message: &ProfileMessage) {
-    report_unless_json(false)(message);
+    reporter(false, false)(message);
 }
 
-/// [`report`], or under `--json` only the waits (what the JSON says is not said twice).
-fn report_unless_json(json: bool) -> impl Fn(&ProfileMessage) {
+/// [`report`] for a command run with `--json` (only the waits: what the JSON says is not said
+/// twice) and `--dry-run` (a switch that is not made says so).
+fn reporter(json: bool, dry_run: bool) -> impl Fn(&ProfileMessage) {
     move |message| {
         if !json || waiting_text(message).is_some() {
-            print_message(message);
+            print_message(message, dry_run);
         }
     }
 }
 
-fn print_message(message: &ProfileMessage) {
+fn print_message(message: &ProfileMessage, dry_run: bool) {
     let text = match message {
         ProfileMessage::WaitingForLock { .. } | ProfileMessage::WaitingForGc { .. } => {
             waiting_text(message).unwrap_or_default()
         }
-        ProfileMessage::Switching(switch) => match switch.from {
-            Some(from) => format!("switching from generation {from} to {}", switch.to),
-            None => format!("switching to generation {}", switch.to),
-        },
+        ProfileMessage::Switching(switch) => {
+            let verb = if dry_run { "would switch" } else { "switching" };
+            match switch.from {
+                Some(from) => format!("{verb} from generation {from} to {}", switch.to),
+                None => format!("{verb} to generation {}", switch.to),
+            }
+        }
         ProfileMessage::Removing { number } => format!("removing generation {number}"),
         ProfileMessage::WouldRemove { number } => format!("would remove generation {number}"),
         ProfileMessage::Nix(line) => line.clone(),
@@ -128,7 +132,7 @@ pub(crate) fn run(settings: &Settings, command: &GenerationsCommand) -> anyhow::
                 requested,
                 *dry_run,
                 LockOptions::default(),
-                &mut report_unless_json(*json),
+                &mut reporter(*json, *dry_run),
             )?;
             if *restore_spec {
                 super::declarative::restore_spec(settings)?;
@@ -151,7 +155,7 @@ pub(crate) fn run(settings: &Settings, command: &GenerationsCommand) -> anyhow::
                 now,
                 *dry_run,
                 LockOptions::default(),
-                &mut report_unless_json(*json),
+                &mut reporter(*json, *dry_run),
             )?;
             if *json {
                 deleted.sort_unstable();
@@ -177,7 +181,7 @@ pub(crate) fn rollback(settings: &Settings, args: &RollbackArgs) -> anyhow::Resu
     let switch = profile.rollback(
         args.dry_run,
         LockOptions::default(),
-        &mut report_unless_json(args.json),
+        &mut reporter(args.json, args.dry_run),
     )?;
     if args.restore_spec {
         super::declarative::restore_spec(settings)?;

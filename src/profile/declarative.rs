@@ -250,6 +250,10 @@ impl DeclarativeError {
     #[must_use]
     pub fn hint(&self) -> Option<String> {
         match self {
+            Self::ReadSpec { source, .. } if source.kind() == io::ErrorKind::NotFound => Some(
+                "write one with `declenv init`, or name yours with `--file` (or `DECLENV_FILE`)"
+                    .to_owned(),
+            ),
             Self::Spec(error) => error.hint.clone(),
             Self::Lockfile(error) => error.hint(),
             Self::Resolve { error, .. } => error.hint(),
