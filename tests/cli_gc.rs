@@ -207,3 +207,73 @@ fn reused_generation_gets_its_gc_root_back() {
             .exists()
     );
 }
+
+fn json_report(root: &Path, args: &[&str]) -> Value {
+    let output = declenv(root, args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout).expect("json")
+}
+
+/// `--delete-old --dry-run` counts what the old generations alone keep as dead, as the real
+/// run then deletes it, and reports the leftovers the real run removes: the dry run predicts
+/// the real one exactly, and changes nothing.
+#[test]
+fn a_dry_run_predicts_what_the_real_collection_deletes() {
+    let store = store();
+    // An unregistered leftover old enough to go, and one young enough to stay.
+    let store_directory = store.root.join("nix/store");
+    let old_leftover = store_directory.join("00000000000000000000000000000000-interrupted");
+    let young_leftover = store_directory.join("11111111111111111111111111111111-in-progress");
+    for leftover in [&old_leftover, &young_leftover] {
+        fs_err::write(leftover, "half").expect("write");
+    }
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    fs_err::File::options()
+        .write(true)
+        .open(&old_leftover)
+        .expect("open")
+        .set_modified(two_hours_ago)
+        .expect("age the leftover");
+
+    let predicted = json_report(&store.root, &["gc", "--delete-old", "--dry-run", "--json"]);
+    let mut expected_dead = vec![store.old_app.clone(), store.orphan.clone()];
+    expected_dead.sort();
+    let mut predicted_dead: Vec<String> = predicted["dead"]
+        .as_array()
+        .expect("dead")
+        .iter()
+        .map(|path| path.as_str().expect("path").to_owned())
+        .collect();
+    predicted_dead.sort();
+    assert_eq!(predicted_dead, expected_dead, "{predicted:#}");
+    assert_eq!(
+        predicted["leftovers"],
+        serde_json::json!([old_leftover.display().to_string()])
+    );
+    assert_eq!(
+        predicted["deleted_generations"][0]["generations"],
+        serde_json::json!([1])
+    );
+    // Nothing changed.
+    assert!(Path::new(&store.old_app).exists() && old_leftover.exists());
+    assert!(
+        store
+            .root
+            .join("nix/var/nix/profiles/default-1-link")
+            .symlink_metadata()
+            .is_ok()
+    );
+
+    let done = json_report(&store.root, &["gc", "--delete-old", "--json"]);
+    for field in [
+        "dead",
+        "dead_bytes",
+        "leftovers",
+        "stale_roots",
+        "deleted_generations",
+    ] {
+        assert_eq!(done[field], predicted[field], "{field}: {done:#}");
+    }
+    assert!(!old_leftover.exists());
+    assert!(young_leftover.exists());
+}

@@ -508,8 +508,30 @@ fn live_garbage_collection_keeps_every_generation() {
         .into_iter()
         .find(|path| path.ends_with("-extra-0.1"))
         .expect("extra is in generation 2");
+    let as_set = |report: &Value| -> BTreeSet<String> {
+        report["dead"]
+            .as_array()
+            .expect("dead")
+            .iter()
+            .map(|path| path.as_str().expect("path").to_owned())
+            .collect()
+    };
+    // The dry run counts what only generation 2 keeps, as the real run finds it dead.
+    let predicted = sandbox.declenv_expect(0, &["gc", "--delete-old", "--dry-run", "--json"]);
+    let predicted: Value = serde_json::from_str(&predicted.stdout).expect("JSON");
+    assert!(as_set(&predicted).contains(&extra), "{predicted:#}");
+    assert_eq!(sandbox.nix_generations(), [(1, true), (2, false)]);
     let report = sandbox.declenv_expect(0, &["gc", "--delete-old", "--json"]);
     let report: Value = serde_json::from_str(&report.stdout).expect("JSON");
+    assert_eq!(
+        as_set(&predicted),
+        as_set(&report),
+        "{predicted:#}\n{report:#}"
+    );
+    assert_eq!(
+        predicted["deleted_generations"],
+        report["deleted_generations"]
+    );
     assert_eq!(
         report["deleted_generations"][0]["generations"],
         serde_json::json!([2])

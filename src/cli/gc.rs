@@ -86,6 +86,7 @@ fn profiles_under(directory: &Path) -> Vec<PathBuf> {
 fn run_nix(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
     let only_report = args.dry_run || args.print_dead || args.print_live;
     let mut deleted_generations = Vec::new();
+    let mut doomed_links = Vec::new();
     if args.delete_old {
         let profile = settings.open_profile()?;
         if !args.json {
@@ -105,6 +106,13 @@ fn run_nix(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
                 }
             },
         )?;
+        if only_report {
+            doomed_links.extend(
+                numbers
+                    .iter()
+                    .map(|&number| profile.generation_path(number)),
+            );
+        }
         deleted_generations.push(DeletedGenerations {
             profile: profile.path().display().to_string(),
             generations: numbers,
@@ -124,7 +132,14 @@ fn run_nix(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
     } else {
         None
     };
-    let (paths, summary) = nix.collect_garbage(report)?;
+    let (mut paths, summary) = nix.collect_garbage(report)?;
+    if !args.print_live && !doomed_links.is_empty() {
+        // Nix's collector still sees the old generations a dry run keeps: add what only they
+        // keep alive, as the real run would find it dead.
+        paths.extend(dead_without(&nix, &doomed_links)?);
+        paths.sort();
+        paths.dedup();
+    }
     // What a dry run would free is the dead paths' NAR size, as on the embedded store; what a
     // collection freed is what Nix says it freed.
     let dead_bytes = if args.print_live {
@@ -177,6 +192,39 @@ fn run_nix(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// The store paths that only `links` (generation links) keep alive: what they root, less what
+/// every other root Nix knows keeps (runtime roots included), each as the collector counts it.
+fn dead_without(
+    nix: &crate::store::nix::NixStore,
+    links: &[PathBuf],
+) -> anyhow::Result<Vec<String>> {
+    // Links are compared by their directory's real path: Nix prints them as it found them.
+    let canonical = |link: &Path| -> PathBuf {
+        match (link.parent(), link.file_name()) {
+            (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+                .map_or_else(|_| link.to_owned(), |parent| parent.join(name)),
+            _ => link.to_owned(),
+        }
+    };
+    let doomed: std::collections::BTreeSet<PathBuf> =
+        links.iter().map(|link| canonical(link)).collect();
+    let (gone, kept): (Vec<_>, Vec<_>) = nix
+        .roots()?
+        .into_iter()
+        .partition(|(link, _)| doomed.contains(&canonical(Path::new(link))));
+    let gone: Vec<String> = gone.into_iter().map(|(_, path)| path).collect();
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    let kept: Vec<String> = kept.into_iter().map(|(_, path)| path).collect();
+    let live = nix.live_closure(&kept)?;
+    Ok(nix
+        .live_closure(&gone)?
+        .into_iter()
+        .filter(|path| !live.contains(path))
+        .collect())
+}
+
 pub(crate) fn run(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
     if settings.backend()? == crate::model::spec::BackendKind::Nix {
         return run_nix(settings, args);
@@ -185,6 +233,9 @@ pub(crate) fn run(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome>
     let store = super::store::open_store(settings)?;
     let only_report = args.dry_run || args.print_dead || args.print_live;
     let mut deleted_generations = Vec::new();
+    // In a dry run the old generations stay; what they alone keep is counted as dead all the
+    // same, as it would be once they are deleted.
+    let mut doomed_links = std::collections::BTreeSet::new();
     if args.delete_old {
         let now = jiff::Timestamp::now().as_second();
         for path in profiles_under(&root.join("nix/var/nix/profiles")) {
@@ -204,6 +255,13 @@ pub(crate) fn run(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome>
                 LockOptions::default(),
                 &mut report,
             )?;
+            if only_report {
+                doomed_links.extend(
+                    numbers
+                        .iter()
+                        .map(|&number| profile.generation_path(number)),
+                );
+            }
             deleted_generations.push(DeletedGenerations {
                 profile: path.display().to_string(),
                 generations: numbers,
@@ -223,7 +281,7 @@ pub(crate) fn run(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome>
             );
         },
     )?;
-    let report = gc::collect(&store, root, only_report)?;
+    let report = gc::collect(&store, root, only_report, &doomed_links)?;
     drop(gc_lock);
     let stdout = anstream::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -268,10 +326,21 @@ pub(crate) fn run(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome>
         for path in &report.dead {
             anstream::eprintln!("{}", format!("{verb} `{path}`").dimmed());
         }
+        let verb = if only_report {
+            "would remove"
+        } else {
+            "removing"
+        };
         for path in &report.stale_roots {
             anstream::eprintln!(
                 "{}",
-                format!("removing stale root `{}`", path.display()).dimmed()
+                format!("{verb} stale root `{}`", path.display()).dimmed()
+            );
+        }
+        for path in &report.leftovers {
+            anstream::eprintln!(
+                "{}",
+                format!("{verb} leftover `{}`", path.display()).dimmed()
             );
         }
         anstream::eprintln!(

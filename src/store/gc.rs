@@ -60,11 +60,14 @@ fn absolute_target(link: &Path) -> io::Result<PathBuf> {
 }
 
 /// Finds every root under `root_directory` (the declenv root). With `remove_stale`, deletes
-/// stale indirect roots under `gcroots/auto`.
+/// stale indirect roots under `gcroots/auto`. Links in `ignored` (generation links a dry run
+/// of `--delete-old` would delete) root nothing, and neither do indirect roots that lead
+/// through them.
 pub fn find_roots(
     store: &EmbeddedStore,
     root_directory: &Path,
     remove_stale: bool,
+    ignored: &BTreeSet<PathBuf>,
 ) -> Result<Roots, StoreError> {
     let var = root_directory.join("nix/var/nix");
     let auto = var.join("gcroots/auto");
@@ -89,6 +92,9 @@ pub fn find_roots(
                 source,
             })?;
             let path = entry.path();
+            if ignored.contains(&path) {
+                continue;
+            }
             let file_type = entry.file_type().map_err(|source| StoreError::Io {
                 path: path.clone(),
                 action: "inspect",
@@ -115,6 +121,7 @@ pub fn find_roots(
                 continue;
             }
             match std::fs::symlink_metadata(&target) {
+                Ok(_) if ignored.contains(&target) => {}
                 Ok(metadata) if metadata.file_type().is_symlink() => {
                     if let Ok(second) = absolute_target(&target)
                         && let Some(store_path) = store_path_of(store, &second)
@@ -162,14 +169,15 @@ fn is_declenv_temporary(entry: &Path) -> bool {
 
 /// Collects garbage: every valid path no root reaches is deleted (referrers first), and
 /// unregistered leftovers older than [`LEFTOVER_MIN_AGE`] are removed (in a store shared with
-/// Nix, only declenv's own temporaries: the rest may be Nix's). With `dry_run`, only
-/// reports.
+/// Nix, only declenv's own temporaries: the rest may be Nix's). With `dry_run`, only reports,
+/// as if the links in `ignored` were gone (see [`find_roots`]).
 pub fn collect(
     store: &EmbeddedStore,
     root_directory: &Path,
     dry_run: bool,
+    ignored: &BTreeSet<PathBuf>,
 ) -> Result<GcReport, StoreError> {
-    let roots = find_roots(store, root_directory, !dry_run)?;
+    let roots = find_roots(store, root_directory, !dry_run, ignored)?;
     let mut references = BTreeMap::new();
     let mut sizes = BTreeMap::new();
     for path in store.valid_paths()? {
@@ -188,14 +196,19 @@ pub fn collect(
     let mut leftovers = Vec::new();
     if !dry_run {
         store.delete_many(&collection.dead)?;
-        let shared = shared_with_nix(root_directory);
-        for entry in store.verify_leftovers()? {
-            if shared && !is_declenv_temporary(&entry) {
-                continue;
-            }
-            if store.remove_leftover(&entry, LEFTOVER_MIN_AGE)? {
-                leftovers.push(entry);
-            }
+    }
+    let shared = shared_with_nix(root_directory);
+    for entry in store.verify_leftovers()? {
+        if shared && !is_declenv_temporary(&entry) {
+            continue;
+        }
+        let removed = if dry_run {
+            store.is_removable_leftover(&entry, LEFTOVER_MIN_AGE)?
+        } else {
+            store.remove_leftover(&entry, LEFTOVER_MIN_AGE)?
+        };
+        if removed {
+            leftovers.push(entry);
         }
     }
     Ok(GcReport {
@@ -231,7 +244,7 @@ mod tests {
         let store = EmbeddedStore::open(root.path()).expect("store");
         std::fs::create_dir_all(root.path().join("nix/var/nix/db")).expect("mkdir db");
         let (foreign, temporary) = aged_entries(root.path());
-        let report = collect(&store, root.path(), false).expect("gc");
+        let report = collect(&store, root.path(), false, &BTreeSet::new()).expect("gc");
         assert!(foreign.exists(), "Nix's path was removed");
         assert!(!temporary.exists());
         assert_eq!(report.leftovers, [temporary]);
@@ -242,7 +255,7 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(root.path()).expect("store");
         let (foreign, temporary) = aged_entries(root.path());
-        let report = collect(&store, root.path(), false).expect("gc");
+        let report = collect(&store, root.path(), false, &BTreeSet::new()).expect("gc");
         assert!(!foreign.exists() && !temporary.exists());
         assert_eq!(report.leftovers.len(), 2);
     }

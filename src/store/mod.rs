@@ -689,6 +689,20 @@ impl EmbeddedStore {
         min_age: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let _lock = self.lock(LockMode::Exclusive)?;
+        if !self.is_removable_leftover(entry, min_age)? {
+            return Ok(false);
+        }
+        self.remove_entry(entry)?;
+        Ok(true)
+    }
+
+    /// Whether [`EmbeddedStore::remove_leftover`] would remove `entry` now (what a dry run
+    /// reports).
+    pub fn is_removable_leftover(
+        &self,
+        entry: &Path,
+        min_age: std::time::Duration,
+    ) -> Result<bool, StoreError> {
         let Some(name) = entry.file_name().and_then(|name| name.to_str()) else {
             return Ok(false);
         };
@@ -708,7 +722,6 @@ impl EmbeddedStore {
                 return Ok(false);
             }
         }
-        self.remove_entry(entry)?;
         Ok(true)
     }
 

@@ -458,23 +458,79 @@ impl NixStore {
         Ok((paths, summary))
     }
 
+    /// The garbage collector's roots, as `nix-store --gc --print-roots` lists them: each link
+    /// (or `{censored}`, or a process's file) with the store path it keeps.
+    pub fn roots(&self) -> Result<Vec<(String, String)>, NixError> {
+        let output = run(
+            Command::new("nix-store").args(["--gc", "--print-roots"]),
+            "nix-store --gc --print-roots",
+        )?;
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.rsplit_once(" -> "))
+            .map(|(link, path)| (link.to_owned(), path.to_owned()))
+            .collect())
+    }
+
+    /// What the collector keeps alive through `paths` (valid paths): their closure, and, as
+    /// Nix keeps the derivations of live outputs (`keep-derivations`, on by default), the
+    /// closures of their valid derivers.
+    pub fn live_closure(
+        &self,
+        paths: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, NixError> {
+        let mut closure = self.closure(paths)?;
+        let listed: Vec<String> = closure.iter().cloned().collect();
+        let mut derivers: Vec<String> = query_each(&["--query", "--deriver"], &listed)?
+            .into_iter()
+            .filter(|line| line.starts_with('/'))
+            .collect();
+        derivers.sort();
+        derivers.dedup();
+        let invalid: std::collections::BTreeSet<String> =
+            query_each(&["--check-validity", "--print-invalid"], &derivers)?
+                .into_iter()
+                .collect();
+        derivers.retain(|deriver| !invalid.contains(deriver));
+        closure.extend(self.closure(&derivers)?);
+        Ok(closure)
+    }
+
+    /// The closure of `paths` (valid paths): `nix-store --query --requisites`.
+    pub fn closure(
+        &self,
+        paths: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, NixError> {
+        Ok(query_each(&["--query", "--requisites"], paths)?
+            .into_iter()
+            .collect())
+    }
+
     /// The total NAR size of `paths` (valid paths), as Nix's database records them.
     pub fn nar_size_total(&self, paths: &[String]) -> Result<u64, NixError> {
-        let mut total = 0_u64;
-        // In chunks, so that a large collection stays within the argument length limit.
-        for chunk in paths.chunks(500) {
-            let output = run(
-                Command::new("nix-store")
-                    .args(["--query", "--size"])
-                    .args(chunk),
-                "nix-store --query --size",
-            )?;
-            for line in String::from_utf8_lossy(&output.stdout).lines() {
-                total = total.saturating_add(line.trim().parse::<u64>().unwrap_or(0));
-            }
-        }
-        Ok(total)
+        Ok(query_each(&["--query", "--size"], paths)?
+            .iter()
+            .map(|line| line.trim().parse::<u64>().unwrap_or(0))
+            .fold(0, u64::saturating_add))
     }
+}
+
+/// The lines `nix-store OPERATION PATHS…` prints, run over `paths` in chunks so that a large
+/// set stays within the argument length limit (no run at all for none).
+fn query_each(operation: &[&str], paths: &[String]) -> Result<Vec<String>, NixError> {
+    let mut lines = Vec::new();
+    for chunk in paths.chunks(500) {
+        let output = run(
+            Command::new("nix-store").args(operation).args(chunk),
+            &format!("nix-store {}", operation.join(" ")),
+        )?;
+        lines.extend(
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(str::to_owned),
+        );
+    }
+    Ok(lines)
 }
 
 /// The name `passwd` (the text of `/etc/passwd`) gives user `uid`: its first line with that
