@@ -115,3 +115,48 @@ fn adding_a_missing_path_is_one_clear_error() {
     assert!(stderr.contains("nothing-here"), "{stderr}");
     assert!(output.stdout.is_empty());
 }
+
+/// In a root Nix keeps its database in too, an entry declenv did not register may be Nix's
+/// (`.links`): `verify` says so, and still calls declenv's own temporaries leftovers.
+#[test]
+fn verify_tells_nix_entries_from_interrupted_adds_in_a_shared_root() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let root = work.path().join("root");
+    let file = work.path().join("notes.txt");
+    fs_err::write(&file, "plain file").expect("write");
+    assert!(
+        declenv(&root, &["store", "add", file.to_str().expect("utf-8")])
+            .status
+            .success()
+    );
+    let store = root.join("nix/store");
+    fs_err::create_dir_all(store.join(".links")).expect("mkdir");
+    fs_err::create_dir_all(store.join(".declenv-add-x1y2z3")).expect("mkdir");
+    let report = |shared: bool| -> Vec<String> {
+        if shared {
+            fs_err::create_dir_all(root.join("nix/var/nix/db")).expect("mkdir");
+        }
+        let output = declenv(&root, &["store", "verify"]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let mut lines: Vec<String> = text(&output.stdout)
+            .lines()
+            .map(|line| line.replace(&store.display().to_string(), "STORE"))
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        report(false),
+        [
+            "unregistered STORE/.declenv-add-x1y2z3 (left by an interrupted add or delete)",
+            "unregistered STORE/.links (left by an interrupted add or delete)",
+        ]
+    );
+    assert_eq!(
+        report(true),
+        [
+            "unregistered STORE/.declenv-add-x1y2z3 (left by an interrupted add or delete)",
+            "unregistered STORE/.links (not declenv's: Nix's, or left by an interrupted add or delete)",
+        ]
+    );
+}

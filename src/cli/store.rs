@@ -99,7 +99,11 @@ pub(crate) fn run(settings: &Settings, command: &StoreCommand) -> anyhow::Result
     let store = open_store(settings)?;
     match command {
         StoreCommand::Add { paths } => add(&store, paths),
-        StoreCommand::Verify { json } => verify(&store, *json),
+        StoreCommand::Verify { json } => verify(
+            &store,
+            crate::store::gc::shared_with_nix(settings.require_root()?),
+            *json,
+        ),
         StoreCommand::Query(args) => query(&store, args),
         StoreCommand::Export { closure, paths } => export(&store, paths, *closure),
         StoreCommand::Import => import(&store),
@@ -367,7 +371,9 @@ struct ProblemJson {
     problem: String,
 }
 
-fn verify(store: &EmbeddedStore, json: bool) -> anyhow::Result<Outcome> {
+/// `shared_with_nix`: Nix keeps a database under the root, so an entry declenv did not register
+/// may be Nix's rather than a leftover.
+fn verify(store: &EmbeddedStore, shared_with_nix: bool, json: bool) -> anyhow::Result<Outcome> {
     let report = store.verify()?;
     let display = |path: &StorePath| path.to_string();
     let stdout = anstream::stdout();
@@ -447,9 +453,14 @@ fn verify(store: &EmbeddedStore, json: bool) -> anyhow::Result<Outcome> {
             )?;
         }
         for path in &report.unregistered {
+            let why = if shared_with_nix && !crate::store::gc::is_declenv_temporary(path) {
+                "not declenv's: Nix's, or left by an interrupted add or delete"
+            } else {
+                "left by an interrupted add or delete"
+            };
             writeln!(
                 out,
-                "{} {} (left by an interrupted add or delete)",
+                "{} {} ({why})",
                 "unregistered".yellow().bold(),
                 path.display()
             )?;

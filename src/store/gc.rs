@@ -152,12 +152,12 @@ pub fn find_roots(
 /// Whether Nix keeps its database under the root (`nix-env`, `nix-store --add` pointed at it):
 /// then Nix manages this store too, and an entry declenv did not register may be Nix's (a
 /// `nix-env` generation, the packages it links, `.links`), not a leftover of ours.
-fn shared_with_nix(root_directory: &Path) -> bool {
+pub fn shared_with_nix(root_directory: &Path) -> bool {
     std::fs::symlink_metadata(root_directory.join("nix/var/nix/db")).is_ok()
 }
 
 /// A temporary entry of an add or delete of declenv's (never a store path, never Nix's).
-fn is_declenv_temporary(entry: &Path) -> bool {
+pub fn is_declenv_temporary(entry: &Path) -> bool {
     entry
         .file_name()
         .and_then(|name| name.to_str())
