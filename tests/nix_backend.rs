@@ -1054,6 +1054,63 @@ fn live_the_default_profile_is_nix_envs() {
     assert_eq!(Path::new(&default_plan()), elsewhere);
 }
 
+/// For a user other than root, the default profile is `per-user/NAME/profile` with NAME as the
+/// password database names the user, not as `USER` says: checked against what `nix-env` makes,
+/// both run as `nobody` with `USER=alice` (where `setpriv` can change user, that is as root).
+#[test]
+fn live_a_users_default_profile_is_named_as_nix_names_the_user() {
+    if !live() {
+        return;
+    }
+    let runs_as_root = fs_err::metadata("/proc/self")
+        .is_ok_and(|metadata| std::os::unix::fs::MetadataExt::uid(&metadata) == 0);
+    let setpriv = Command::new("setpriv").arg("--version").output();
+    if !runs_as_root || !setpriv.is_ok_and(|output| output.status.success()) {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let sandbox = Sandbox::new(SPEC);
+    // `nobody` must reach and own everything: the binary goes in too.
+    let declenv = sandbox.bin.join("declenv");
+    fs_err::copy(env!("CARGO_BIN_EXE_declenv"), &declenv).expect("copy declenv");
+    let status = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&sandbox.base)
+        .status()
+        .expect("chown");
+    assert!(status.success());
+    fs_err::set_permissions(&sandbox.base, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let as_nobody = |program: &Path, args: &[&str]| {
+        let run = Run::of(
+            sandbox
+                .command("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(program)
+                .args(args)
+                .env("USER", "alice")
+                .output()
+                .expect("setpriv runs"),
+        );
+        assert_eq!(run.code, 0, "{program:?} {args:?}: {run:#?}");
+        run
+    };
+    let root = sandbox.root.to_str().expect("utf-8");
+    let spec = sandbox.spec.to_str().expect("utf-8");
+    let planned = as_nobody(
+        &declenv,
+        &["--root", root, "--file", spec, "plan", "--json"],
+    )
+    .json()["profile"]
+        .as_str()
+        .expect("profile")
+        .to_owned();
+    as_nobody(Path::new("nix-env"), &["-q"]);
+    let made = fs_err::read_link(sandbox.base.join("home/.nix-profile"))
+        .expect("nix-env made ~/.nix-profile");
+    assert_eq!(Path::new(&planned), made);
+    assert!(planned.ends_with("/per-user/nobody/profile"), "{planned}");
+}
+
 // ---- refusals, without Nix -----------------------------------------------------------------
 
 /// A Nix source implies the Nix backend; a spec that asks for the embedded store with one is

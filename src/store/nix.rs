@@ -195,32 +195,12 @@ impl NixStore {
     /// The configuration files Nix 2.8 reads, in its order: `nix.conf` in `NIX_CONF_DIR`
     /// (`/etc/nix`), then `NIX_USER_CONF_FILES` when set, else `nix/nix.conf` under each of
     /// `XDG_CONFIG_DIRS` (`/etc/xdg`) and `XDG_CONFIG_HOME` (`~/.config`). Files they
-    /// `include` are not followed.
+    /// `include` are not followed. (Order and precedence as `nix show-config` of Nix 2.8 shows
+    /// them: the last file read wins, the first of `XDG_CONFIG_DIRS` over the others,
+    /// `XDG_CONFIG_HOME` over them all, and `NIX_USER_CONF_FILES` replaces the XDG files.)
     #[must_use]
     pub fn configuration_files() -> Vec<PathBuf> {
-        let variable = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
-        let mut files = vec![
-            variable("NIX_CONF_DIR")
-                .map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from)
-                .join("nix.conf"),
-        ];
-        if let Some(user_files) = variable("NIX_USER_CONF_FILES") {
-            files.extend(std::env::split_paths(&user_files));
-            return files;
-        }
-        let config_dirs = variable("XDG_CONFIG_DIRS").unwrap_or_else(|| "/etc/xdg".into());
-        let config_home = variable("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .or_else(|| variable("HOME").map(|home| PathBuf::from(home).join(".config")));
-        let mut directories: Vec<PathBuf> = std::env::split_paths(&config_dirs).collect();
-        directories.reverse();
-        directories.extend(config_home);
-        files.extend(
-            directories
-                .into_iter()
-                .map(|directory| directory.join("nix/nix.conf")),
-        );
-        files
+        configuration_files_from(|name| std::env::var_os(name))
     }
 
     /// What identifies the Nix that evaluates sources, cheaply: the `nix-env` found on `PATH`,
@@ -515,6 +495,33 @@ impl NixStore {
     }
 }
 
+/// [`NixStore::configuration_files`] for the environment `lookup` gives.
+fn configuration_files_from(lookup: impl Fn(&str) -> Option<OsString>) -> Vec<PathBuf> {
+    let variable = |name: &str| lookup(name).filter(|value| !value.is_empty());
+    let mut files = vec![
+        variable("NIX_CONF_DIR")
+            .map_or_else(|| PathBuf::from("/etc/nix"), PathBuf::from)
+            .join("nix.conf"),
+    ];
+    if let Some(user_files) = variable("NIX_USER_CONF_FILES") {
+        files.extend(std::env::split_paths(&user_files));
+        return files;
+    }
+    let config_dirs = variable("XDG_CONFIG_DIRS").unwrap_or_else(|| "/etc/xdg".into());
+    let config_home = variable("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| variable("HOME").map(|home| PathBuf::from(home).join(".config")));
+    let mut directories: Vec<PathBuf> = std::env::split_paths(&config_dirs).collect();
+    directories.reverse();
+    directories.extend(config_home);
+    files.extend(
+        directories
+            .into_iter()
+            .map(|directory| directory.join("nix/nix.conf")),
+    );
+    files
+}
+
 /// The lines `nix-store OPERATION PATHS…` prints, run over `paths` in chunks so that a large
 /// set stays within the argument length limit (no run at all for none).
 fn query_each(operation: &[&str], paths: &[String]) -> Result<Vec<String>, NixError> {
@@ -699,6 +706,35 @@ pub fn nix_string(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The files in the order Nix 2.8 reads them (later ones win), as `nix show-config` showed
+    /// with a different `max-jobs` in each: `/etc/nix` 10, `XDG_CONFIG_HOME` 11 over the XDG
+    /// directories, the first of `XDG_CONFIG_DIRS` 12 over the second, `NIX_USER_CONF_FILES`
+    /// read instead of them all, `~/.config` when `XDG_CONFIG_HOME` is unset.
+    #[rstest::rstest]
+    #[case(&[("HOME", "/h")], &["/etc/nix/nix.conf", "/etc/xdg/nix/nix.conf", "/h/.config/nix/nix.conf"])]
+    #[case(
+        &[("NIX_CONF_DIR", "/c"), ("XDG_CONFIG_DIRS", "/d1:/d2"), ("XDG_CONFIG_HOME", "/x")],
+        &["/c/nix.conf", "/d2/nix/nix.conf", "/d1/nix/nix.conf", "/x/nix/nix.conf"]
+    )]
+    #[case(
+        &[("XDG_CONFIG_HOME", "/x"), ("NIX_USER_CONF_FILES", "/u/a.conf:/u/b.conf")],
+        &["/etc/nix/nix.conf", "/u/a.conf", "/u/b.conf"]
+    )]
+    #[case(&[("NIX_CONF_DIR", ""), ("HOME", "")], &["/etc/nix/nix.conf", "/etc/xdg/nix/nix.conf"])]
+    fn configuration_files_come_in_nix_order(
+        #[case] environment: &[(&str, &str)],
+        #[case] expected: &[&str],
+    ) {
+        let files = configuration_files_from(|name| {
+            environment
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| OsString::from(value))
+        });
+        let expected: Vec<PathBuf> = expected.iter().map(PathBuf::from).collect();
+        assert_eq!(files, expected);
+    }
+
     #[rstest::rstest]
     #[case(0, Some("root"))]
     #[case(65534, Some("nobody"))]
