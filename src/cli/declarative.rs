@@ -990,25 +990,10 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
             hint: "pass `--force` to overwrite it, or `--file PATH` to write another".to_owned(),
         }));
     }
-    // A source that is a Nix expression implies the Nix backend, as a `nix` source in a spec
-    // does, unless `--backend embedded` says otherwise.
-    let is_expression = |path: &str| {
-        path.starts_with('<')
-            || std::path::absolute(path)
-                .is_ok_and(|absolute| crate::source::nix::looks_like_expression(&absolute))
-    };
-    let implied = args
-        .sources
-        .iter()
-        .filter_map(|source| source.split_once('='))
-        .any(|(_, path)| is_expression(path));
-    let settings = &if implied && settings.backend_asked() != Some(BackendKind::Embedded) {
-        settings.with_backend(BackendKind::Nix)
-    } else {
-        settings.clone()
-    };
-    let backend = settings.backend()?;
-    let mut sources = Vec::new();
+    // Each source as given: its name, its path as written, and where that is (none for a
+    // `<name>` lookup); whether it is a Nix expression (`<name>`, a `.nix` file, a directory
+    // with a `default.nix`).
+    let mut given = Vec::new();
     for source in &args.sources {
         let Some((name, path)) = source.split_once('=') else {
             return Err(anyhow::Error::new(super::Hinted {
@@ -1016,19 +1001,8 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
                 hint: "for example `--source nixpkgs=./channel`".to_owned(),
             }));
         };
-        let refuse_expression = || {
-            anyhow::Error::new(super::Hinted {
-                message: format!(
-                    "`--source {source}` is a Nix expression, which only the Nix backend can build"
-                ),
-                hint: "leave out `--backend embedded`".to_owned(),
-            })
-        };
         if path.starts_with('<') {
-            if backend != BackendKind::Nix {
-                return Err(refuse_expression());
-            }
-            sources.push((name.to_owned(), "nix", path.to_owned()));
+            given.push((source, name, path, None, true));
             continue;
         }
         // PATH is relative to the working directory, but the spec reads its paths relative to
@@ -1044,25 +1018,44 @@ pub(crate) fn init(settings: &Settings, args: &InitArgs) -> anyhow::Result<Outco
                 hint: "name a channel directory or a catalog JSON file".to_owned(),
             }));
         }
-        // On the Nix backend, `.nix` files and directories with a `default.nix` are
-        // expressions; channels have no `default.nix`. A `.nix` file is never a catalog.
         let expression = crate::source::nix::looks_like_expression(&absolute);
-        if expression && backend != BackendKind::Nix && !absolute.is_dir() {
-            return Err(refuse_expression());
+        given.push((source, name, path, Some(absolute), expression));
+    }
+    // An expression implies the Nix backend, as a `nix` source in a spec does, unless
+    // `--backend embedded` says otherwise.
+    let implied = given.iter().any(|(.., expression)| *expression);
+    let settings = &if implied && settings.backend_asked() != Some(BackendKind::Embedded) {
+        settings.with_backend(BackendKind::Nix)
+    } else {
+        settings.clone()
+    };
+    let backend = settings.backend()?;
+    let spec_directory = spec_path.parent().unwrap_or(Path::new("/"));
+    let mut sources = Vec::new();
+    for (source, name, path, absolute, expression) in given {
+        // On the embedded backend a directory with a `default.nix` may still be a channel;
+        // a `<name>` lookup or a `.nix` file never is, nor a catalog.
+        let is_directory = absolute.as_ref().is_some_and(|absolute| absolute.is_dir());
+        if expression && backend != BackendKind::Nix && !is_directory {
+            return Err(anyhow::Error::new(super::Hinted {
+                message: format!(
+                    "`--source {source}` is a Nix expression, which only the Nix backend can build"
+                ),
+                hint: "leave out `--backend embedded`".to_owned(),
+            }));
         }
         let kind = if expression && backend == BackendKind::Nix {
             "nix"
-        } else if absolute.is_dir() {
+        } else if is_directory {
             "channel"
         } else {
             "catalog"
         };
-        let spec_directory = spec_path.parent().unwrap_or(Path::new("/"));
-        sources.push((
-            name.to_owned(),
-            kind,
-            spec_relative_source(path, &absolute, spec_directory),
-        ));
+        let written = match &absolute {
+            Some(absolute) => spec_relative_source(path, absolute, spec_directory),
+            None => path.to_owned(),
+        };
+        sources.push((name.to_owned(), kind, written));
     }
     let profile = settings.open_profile()?;
     // Editors find the schema through the spec's `#:schema` line; keep a copy under the root.
