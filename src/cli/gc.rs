@@ -83,40 +83,52 @@ fn profiles_under(directory: &Path) -> Vec<PathBuf> {
 
 /// `declenv gc` on the Nix backend: old generations of the profile, then Nix's own collector
 /// (which sees every root, not only declenv's).
+/// `--delete-old` on one profile (with `only_report`, what it would delete). The links of the
+/// generations a dry run keeps go to `doomed_links`: what only they keep counts as dead all the
+/// same, as it will once they are deleted.
+fn delete_old(
+    profile: &Profile,
+    args: &GcArgs,
+    only_report: bool,
+    doomed_links: &mut Vec<PathBuf>,
+) -> anyhow::Result<DeletedGenerations> {
+    if !args.json {
+        anstream::eprintln!(
+            "removing old generations of profile `{}`",
+            profile.path().display()
+        );
+    }
+    let numbers = profile.delete_generations(
+        &DeletePolicy::Old,
+        jiff::Timestamp::now().as_second(),
+        only_report,
+        LockOptions::default(),
+        &mut |message: &ProfileMessage| {
+            if !args.json && !matches!(message, ProfileMessage::Switching(_)) {
+                anstream::eprintln!("{}", message.to_string().dimmed());
+            }
+        },
+    )?;
+    if only_report {
+        doomed_links.extend(
+            numbers
+                .iter()
+                .map(|&number| profile.generation_path(number)),
+        );
+    }
+    Ok(DeletedGenerations {
+        profile: profile.path().display().to_string(),
+        generations: numbers,
+    })
+}
+
 fn run_nix(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome> {
     let only_report = args.dry_run || args.print_dead || args.print_live;
     let mut deleted_generations = Vec::new();
     let mut doomed_links = Vec::new();
     if args.delete_old {
         let profile = settings.open_profile()?;
-        if !args.json {
-            anstream::eprintln!(
-                "removing old generations of profile `{}`",
-                profile.path().display()
-            );
-        }
-        let numbers = profile.delete_generations(
-            &DeletePolicy::Old,
-            jiff::Timestamp::now().as_second(),
-            only_report,
-            LockOptions::default(),
-            &mut |message: &ProfileMessage| {
-                if !args.json && !matches!(message, ProfileMessage::Switching(_)) {
-                    anstream::eprintln!("{}", message.to_string().dimmed());
-                }
-            },
-        )?;
-        if only_report {
-            doomed_links.extend(
-                numbers
-                    .iter()
-                    .map(|&number| profile.generation_path(number)),
-            );
-        }
-        deleted_generations.push(DeletedGenerations {
-            profile: profile.path().display().to_string(),
-            generations: numbers,
-        });
+        deleted_generations.push(delete_old(&profile, args, only_report, &mut doomed_links)?);
     }
     let nix = settings.nix_store()?;
     if !only_report {
@@ -233,41 +245,14 @@ pub(crate) fn run(settings: &Settings, args: &GcArgs) -> anyhow::Result<Outcome>
     let store = super::store::open_store(settings)?;
     let only_report = args.dry_run || args.print_dead || args.print_live;
     let mut deleted_generations = Vec::new();
-    // In a dry run the old generations stay; what they alone keep is counted as dead all the
-    // same, as it would be once they are deleted.
-    let mut doomed_links = std::collections::BTreeSet::new();
+    let mut doomed_links = Vec::new();
     if args.delete_old {
-        let now = jiff::Timestamp::now().as_second();
         for path in profiles_under(&root.join("nix/var/nix/profiles")) {
             let profile = Profile::new(&path, settings.profile_layout()?)?;
-            if !args.json {
-                anstream::eprintln!("removing old generations of profile `{}`", path.display());
-            }
-            let mut report = |message: &ProfileMessage| {
-                if !args.json && !matches!(message, ProfileMessage::Switching(_)) {
-                    anstream::eprintln!("{}", message.to_string().dimmed());
-                }
-            };
-            let numbers = profile.delete_generations(
-                &DeletePolicy::Old,
-                now,
-                only_report,
-                LockOptions::default(),
-                &mut report,
-            )?;
-            if only_report {
-                doomed_links.extend(
-                    numbers
-                        .iter()
-                        .map(|&number| profile.generation_path(number)),
-                );
-            }
-            deleted_generations.push(DeletedGenerations {
-                profile: path.display().to_string(),
-                generations: numbers,
-            });
+            deleted_generations.push(delete_old(&profile, args, only_report, &mut doomed_links)?);
         }
     }
+    let doomed_links = doomed_links.into_iter().collect();
     // Exclusive: no command that has added paths and not yet rooted them runs meanwhile.
     let gc_lock = GcLock::acquire(
         &gc_lock::lock_path(root),

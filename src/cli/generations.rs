@@ -233,11 +233,7 @@ fn print_switch(
 }
 
 fn print_json(document: &impl Serialize) -> anyhow::Result<()> {
-    let stdout = anstream::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    serde_json::to_writer_pretty(&mut out, document)?;
-    writeln!(out)?;
-    out.flush()?;
+    println!("{}", serde_json::to_string_pretty(document)?);
     Ok(())
 }
 
@@ -261,8 +257,6 @@ struct GenerationJson {
 
 fn list(profile: &Profile, json: bool) -> anyhow::Result<Outcome> {
     let generations = profile.list_generations(LockOptions::default(), &mut report)?;
-    let stdout = anstream::stdout();
-    let mut out = BufWriter::new(stdout.lock());
     if json {
         let mut rows = Vec::with_capacity(generations.entries.len());
         for entry in &generations.entries {
@@ -281,17 +275,17 @@ fn list(profile: &Profile, json: bool) -> anyhow::Result<Outcome> {
                 parent: metadata.and_then(|metadata| metadata.parent),
             });
         }
-        let document = ListJson {
+        print_json(&ListJson {
             schema: Schema { version: 1 },
             profile: profile.path().display().to_string(),
             current: generations.current,
             generations: rows,
-        };
-        serde_json::to_writer_pretty(&mut out, &document)?;
-        writeln!(out)?;
+        })?;
     } else {
+        let stdout = anstream::stdout();
+        let mut out = BufWriter::new(stdout.lock());
         out.write_all(generations.render_list_local().as_bytes())?;
+        out.flush()?;
     }
-    out.flush()?;
     Ok(Outcome::Success)
 }
