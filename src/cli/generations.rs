@@ -233,7 +233,7 @@ fn print_switch(
 }
 
 fn print_json(document: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(document)?);
+    anstream::println!("{}", serde_json::to_string_pretty(document)?);
     Ok(())
 }
 
