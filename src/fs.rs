@@ -58,12 +58,22 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// How old a temporary file of a gone writer must be to be removed: a writer in another PID
+/// namespace looks gone, and a write takes far less than this.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
 /// Removes the temporary files of [`write_atomic`] in `directory` whose writer is gone (killed
-/// before it could rename or remove them). Best effort: a file whose writer still runs, or
-/// cannot be told, stays.
+/// before it could rename or remove them) and that are older than [`ABANDONED_AFTER`]. Best
+/// effort: a file whose writer still runs, or cannot be told, stays.
 fn remove_abandoned_temporaries(directory: &Path) {
     for entry in entries_of_gone_processes(directory, TEMPORARY_PREFIX) {
-        if entry.file_type().is_ok_and(|kind| kind.is_file()) {
+        let abandoned = entry.metadata().is_ok_and(|metadata| {
+            metadata.is_file()
+                && metadata
+                    .modified()
+                    .is_ok_and(|modified| modified.elapsed().unwrap_or_default() >= ABANDONED_AFTER)
+        });
+        if abandoned {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -90,8 +100,7 @@ pub fn entries_of_gone_processes(directory: &Path, prefix: &str) -> Vec<std::fs:
 }
 
 /// Whether process `pid` has exited, as `/proc` tells; `None` where there is no `/proc` to ask.
-/// (A process of another PID namespace sharing these files looks gone: its leftovers are only
-/// ever temporary.)
+/// A process of another PID namespace that shares the files looks gone too: callers weigh that.
 #[must_use]
 pub fn process_is_gone(pid: u32) -> Option<bool> {
     if !Path::new("/proc/self").exists() {
@@ -184,17 +193,25 @@ mod tests {
     #[test]
     fn a_write_removes_what_killed_writers_left_and_nothing_else() {
         let directory = tempfile::tempdir().expect("tempdir");
-        // Beyond any `pid_max`: a writer that is gone.
+        // Beyond any `pid_max`: a writer that is gone, long ago or just now.
         let abandoned = directory.path().join(".declenv-tmp-4294967295-a1b2c3");
+        let just_gone = directory.path().join(".declenv-tmp-4294967295-g7h8i9");
         let running = directory
             .path()
             .join(format!(".declenv-tmp-{}-d4e5f6", std::process::id()));
         let unknown = directory.path().join(".declenv-tmp-x1y2z3");
-        for path in [&abandoned, &running, &unknown] {
+        for path in [&abandoned, &just_gone, &running, &unknown] {
             std::fs::write(path, "half").expect("write");
         }
+        std::fs::File::options()
+            .write(true)
+            .open(&abandoned)
+            .expect("open")
+            .set_modified(std::time::SystemTime::now() - 2 * ABANDONED_AFTER)
+            .expect("age it");
         write_atomic(&directory.path().join("profile.lock"), b"whole").expect("write");
         assert!(!abandoned.exists());
+        assert!(just_gone.exists());
         assert!(running.exists());
         assert!(unknown.exists());
         let names: Vec<String> = std::fs::read_dir(directory.path())
@@ -207,7 +224,7 @@ mod tests {
                     .into_owned()
             })
             .collect();
-        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names.len(), 4, "{names:?}");
     }
 
     #[test]
