@@ -1,7 +1,7 @@
 //! Filesystem primitives with the guarantees the rest of declenv relies on.
 //!
 //! Owns atomic file replacement: a reader sees the old content or the new, never a torn file,
-//! and a crash leaves at worst a stray temporary file, which the next write in that directory
+//! and a crash leaves at worst a stray temporary file, which a later write in that directory
 //! removes; and exclusive file locks, which the kernel releases when their holder exits. Knows
 //! nothing about what it writes.
 
